@@ -1,0 +1,67 @@
+"""Typed configs: coercion, dotted overrides, unknown-field suggestions, validation messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from vidgen_ray.configs import ConfigError, coerce, from_dict, parse_set_args, set_dotted, to_dict, validate_all
+from vidgen_ray.data.config import DataConfig
+
+
+@dataclass
+class Inner:
+    size: tuple[int, ...] = (16, 64, 64)
+    mode: Literal["a", "b"] = "a"
+    path: str | None = None
+
+
+@dataclass
+class Outer:
+    lr: float = 1e-3
+    steps: int = 10
+    flag: bool = False
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_coerce_from_strings():
+    assert coerce("3e-4", float, "x") == pytest.approx(3e-4)
+    assert coerce("1e3", int, "x") == 1000
+    assert coerce("yes", bool, "x") is True
+    assert coerce("16x32x32", tuple[int, ...], "x") == (16, 32, 32)
+    assert coerce("none", str | None, "x") is None
+    with pytest.raises(ConfigError, match="expected an integer"):
+        coerce("1.5", int, "x")
+    with pytest.raises(ConfigError, match="not one of"):
+        coerce("c", Literal["a", "b"], "x")
+
+
+def test_dotted_overrides_and_round_trip():
+    cfg = Outer()
+    for key, value in parse_set_args(["lr=3e-4", "inner.size=8,32,32", "inner.mode=b", "flag=true"]):
+        set_dotted(cfg, key, value)
+    assert cfg.lr == pytest.approx(3e-4) and cfg.inner.size == (8, 32, 32) and cfg.inner.mode == "b" and cfg.flag
+    again = from_dict(Outer, to_dict(cfg))
+    assert again == cfg
+
+
+def test_unknown_field_suggests_the_closest_name():
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        set_dotted(Outer(), "stepz", 3)
+    with pytest.raises(ConfigError, match="did you mean 'inner'"):
+        set_dotted(Outer(), "iner.mode", "a")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set_args(["lr"])
+
+
+def test_validation_names_the_field_and_fix():
+    cfg = DataConfig(source="x")
+    cfg.split.train = 0.9  # sums to 1.1
+    with pytest.raises(ConfigError, match="data.split fractions"):
+        validate_all(cfg)
+    cfg = DataConfig(source="x")
+    cfg.augment.hflip = 1.5
+    with pytest.raises(ConfigError, match=r"data.augment.hflip is a probability"):
+        validate_all(cfg)

@@ -1,0 +1,262 @@
+"""The Ray Data pipeline: probe files in parallel, then stream uniformly shaped uint8 clips.
+
+    python -c "from vidgen_ray.runtime import init_ray; init_ray(num_cpus=2); \
+from vidgen_ray.data.config import DataConfig; from vidgen_ray.data.pipeline import *; \
+cfg = DataConfig(source='../shared/videos'); units = video_units(probe_all(cfg), cfg); \
+print(clip_stream(units['train'], cfg, 'train').take(1)[0]['video'].shape)"
+
+A clip stream is a Ray Dataset over *items*: item ``g`` is (epoch ``g // n``, unit ``perm_epoch[g % n]``),
+where a unit is a video file (decoded on the fly) or a parquet shard of already decoded clips (the
+cache, or a dataset written by ``vidgen-ray data prepare``). Items are plain integers
+(``ray.data.range``), so a stream of many epochs costs nothing to describe, every epoch has its own
+seeded order, and a resumed run starts at item ``g`` exactly (``start_item``). Decoding runs in a
+pool of CPU actors, a few files per call, each with a ``memory=`` request, so the scheduler sees the
+heap that decoded video takes; only uint8 clips reach the object store.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidgen_ray import storage
+from vidgen_ray.data import augment as aug_lib
+from vidgen_ray.data.catalog import SPLITS, build_catalog
+from vidgen_ray.data.config import DataConfig
+from vidgen_ray.data.decode import decode_file, even_windows, random_windows
+from vidgen_ray.data.probe import probe
+from vidgen_ray.runtime import get_logger
+
+log = get_logger("data.pipeline")
+
+
+def stable_int(*parts: object) -> int:
+    """A process-independent 63-bit hash (Python's ``hash`` of a str changes between processes)."""
+    return int.from_bytes(hashlib.sha1("\x00".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
+
+
+@dataclass
+class Units:
+    """What a clip stream draws from: video files or parquet shards of decoded clips."""
+
+    kind: Literal["video", "shard"]
+    rows: list[dict]
+    clips_per_unit: float  # average clips one unit yields (exact for videos)
+    frames: int = 0  # frames stored per clip in shards (may exceed the clip length, for temporal augmentation)
+    label_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# --- probing --------------------------------------------------------------------------------------
+
+
+def _probe_row(row: dict, cfg: DataConfig) -> dict:
+    clip_s = (cfg.clip.frames - 1) / cfg.clip.fps
+    result = probe(row["uri"], cfg.clean, clip_s, size=row["size"], max_inmemory_mb=cfg.max_inmemory_mb)
+    return {**row, **result}
+
+
+def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
+    """Probe every listed file as Ray tasks. Returns (rows with probe fields and status, label names)."""
+    import ray
+
+    catalog = catalog or build_catalog(cfg)
+    if not catalog.rows:
+        raise ValueError(f"no videos under {cfg.source} with extensions {list(cfg.extensions)}; check data.source / data.extensions")
+    ds = ray.data.from_items(catalog.rows, override_num_blocks=max(1, min(len(catalog.rows), 64)))
+    ds = ds.map(functools.partial(_probe_row, cfg=cfg), num_cpus=1, memory=cfg.decode_memory_mb * 2**20)
+    rows = sorted(ds.take_all(), key=lambda r: r["uri"])
+    if len(rows) != len(catalog.rows):  # the accounting identity starts here
+        raise RuntimeError(f"probing returned {len(rows)} rows for {len(catalog.rows)} files")
+    return rows, catalog.label_names
+
+
+def video_units(probed: tuple[list[dict], list[str]], cfg: DataConfig) -> dict[str, Units]:
+    rows, label_names = probed
+    kept = [r for r in rows if r["status"] == "kept"]
+    return {s: Units("video", [r for r in kept if r["split"] == s], cfg.clip.clips_per_video, label_names=label_names) for s in SPLITS}
+
+
+# --- reading units ----------------------------------------------------------------------------------
+
+
+class UnitReader:
+    """Ray Data callable: item ids -> clips. One instance per decode actor."""
+
+    def __init__(self, units_ref, cfg: DataConfig, split: str, start_item: int, augment: bool = True) -> None:
+        import ray
+        import torch
+
+        torch.set_num_threads(1)  # parallelism comes from Ray, not from threads inside one decoder
+        units: Units = ray.get(units_ref) if isinstance(units_ref, ray.ObjectRef) else units_ref
+        self.units, self.cfg, self.split, self.start_item = units, cfg, split, start_item
+        self.train = split == "train"
+        self.augment = augment and self.train and cfg.augment.enabled
+        self._perm_epoch, self._perm = -1, None
+        self.frames = cfg.clip.frames
+        self.decoded = self.frames + (cfg.augment.extra_frames(self.frames) if self.train else 0)
+        self.failures = 0
+        # Stored train clips (prepare / cache, no augmentation yet) keep the extra frames.
+        self.out_frames = self.decoded if (self.train and not self.augment and units.kind == "video") else self.frames
+
+    def _unit(self, g: int) -> tuple[int, dict]:
+        n = len(self.units)
+        epoch, pos = divmod(g, n)
+        if not self.train:
+            return epoch, self.units.rows[pos]
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
+            self._perm_epoch = epoch
+        return epoch, self.units.rows[int(self._perm[pos])]
+
+    def _augment(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.augment:
+            # Without augmentation a train clip keeps its extra frames only when they are being stored
+            # (prepare / cache), so temporal augmentation can still pick from them later.
+            return clip[: self.out_frames]
+        a = aug_lib.draw(self.cfg.augment, rng, self.frames, clip.shape[0])
+        return aug_lib.apply(clip, a, self.frames)
+
+    def _video_clips(self, unit: dict, epoch: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float, int]]:
+        spec = self.cfg.clip
+        window_s = self.decoded / spec.fps
+        n = spec.clips_per_video
+        if self.train and spec.window == "random":
+            starts = random_windows(unit["duration"], window_s, n, rng)
+        else:
+            starts = even_windows(unit["duration"], window_s, n)
+        crop = (float(rng.uniform()), float(rng.uniform())) if self.train and spec.crop == "random" else (0.5, 0.5)
+        clips = decode_file(
+            unit["uri"], starts, self.decoded, spec.fps, spec.height, spec.width, rotation=unit["rotation"],
+            crop=crop, interpolation=spec.interpolation, size=unit["size"], max_inmemory_mb=self.cfg.max_inmemory_mb,
+        )
+        return [(self._augment(c, rng), s, i) for i, (c, s) in enumerate(zip(clips, starts))]
+
+    def _shard_rows(self, unit: dict, epoch: int, rng: np.random.Generator) -> list[dict]:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(unit["uri"])))
+        rows = table.to_pylist()
+        if self.train:
+            rows = [rows[i] for i in rng.permutation(len(rows))]
+        out = []
+        for r in rows:
+            clip = np.frombuffer(r["video"], dtype=np.uint8).reshape(r["frames"], r["height"], r["width"], 3)
+            out.append({**r, "video": self._augment(clip, rng)})
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cols: dict[str, list] = {k: [] for k in ("video", "label", "caption", "source_id", "start_s", "clip_index", "epoch", "item")}
+        for gid in batch["id"]:
+            g = int(gid) + self.start_item
+            epoch, unit = self._unit(g)
+            rng = np.random.default_rng([self.cfg.seed, epoch, stable_int(unit["uri"])])
+            try:
+                if self.units.kind == "video":
+                    for clip, start, ci in self._video_clips(unit, epoch, rng):
+                        for k, v in (("video", clip), ("label", unit["label"]), ("caption", unit["caption"]),
+                                     ("source_id", unit["source_id"]), ("start_s", start), ("clip_index", ci)):
+                            cols[k].append(v)
+                        cols["epoch"].append(epoch)
+                        cols["item"].append(g)
+                else:
+                    for r in self._shard_rows(unit, epoch, rng):
+                        for k in ("video", "label", "caption", "source_id", "start_s", "clip_index"):
+                            cols[k].append(r[k])
+                        cols["epoch"].append(epoch)
+                        cols["item"].append(g)
+            except Exception as exc:  # noqa: BLE001 - one bad file must not end a training job
+                self.failures += 1
+                log.warning("skipping %s (epoch %d): %s: %s", unit["uri"], epoch, type(exc).__name__, exc)
+        spec = self.cfg.clip
+        video = np.stack(cols["video"]) if cols["video"] else np.zeros((0, self.out_frames, spec.height, spec.width, 3), np.uint8)
+        return {
+            "video": video,
+            "label": np.asarray(cols["label"], dtype=np.int64),
+            "caption": np.asarray(cols["caption"], dtype=object),
+            "source_id": np.asarray(cols["source_id"], dtype=object),
+            "start_s": np.asarray(cols["start_s"], dtype=np.float64),
+            "clip_index": np.asarray(cols["clip_index"], dtype=np.int64),
+            "epoch": np.asarray(cols["epoch"], dtype=np.int64),
+            "item": np.asarray(cols["item"], dtype=np.int64),
+        }
+
+
+def decode_actors(cfg: DataConfig) -> int:
+    import ray
+
+    if cfg.decode_workers:
+        return cfg.decode_workers
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+
+
+def clip_stream(
+    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, actors: int | None = None, augment: bool = True
+):
+    """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on."""
+    import ray
+
+    if not len(units):
+        raise ValueError(f"the {split} split has no usable videos; check the probe report or data.split")
+    total = len(units) * epochs - start_item
+    if total <= 0:
+        raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
+    size = actors or decode_actors(cfg)
+    ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
+    return ds.map_batches(
+        UnitReader,
+        fn_constructor_kwargs={"units_ref": ray.put(units), "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
+        batch_size=cfg.files_per_task,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+        num_cpus=1,
+        memory=cfg.decode_memory_mb * 2**20,
+    )
+
+
+# --- feeding training -------------------------------------------------------------------------------
+
+
+def collate(batch: dict[str, np.ndarray]) -> dict:
+    """numpy batch -> torch tensors (video stays uint8 [B, T, H, W, C]; captions stay strings)."""
+    import torch
+
+    return {
+        "video": torch.from_numpy(np.ascontiguousarray(batch["video"])),
+        "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)),
+        "caption": [str(c) for c in batch["caption"]],
+        "epoch": int(batch["epoch"].max()) if len(batch["epoch"]) else 0,
+        "item": int(batch["item"].max()) if len(batch["item"]) else 0,
+    }
+
+
+def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = True) -> Iterator[dict]:
+    """Iterate a Train worker's shard (``ray.train.get_dataset_shard``) as collated torch batches."""
+    if cfg.shuffle_buffer and cfg.shuffle_buffer < 4 * batch_size:
+        raise ValueError(f"data.shuffle_buffer={cfg.shuffle_buffer} must be far larger than 2 x batch ({batch_size}); ray#66085 hangs otherwise")
+    return shard.iter_torch_batches(
+        batch_size=batch_size,
+        prefetch_batches=cfg.prefetch_batches,
+        local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+        local_shuffle_seed=cfg.seed if cfg.shuffle_buffer else None,
+        drop_last=drop_last,
+        collate_fn=collate,
+    )
+
+
+def configure_data_context(max_object_store_fraction: float = 0.5) -> None:
+    """Set before creating a Trainer (it captures the DataContext): bounded, streaming, no per-op noise."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = False
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

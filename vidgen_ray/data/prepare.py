@@ -1,0 +1,245 @@
+"""Probe reports, prepared clip datasets and the clip cache.
+
+    vidgen-ray data probe ../shared/videos --report ./outputs/probe
+    vidgen-ray data prepare ../shared/videos --out ./outputs/clips --frames 8 --fps 8 --size 64x64
+
+A prepared dataset (also what the clip cache stores) is a folder or prefix holding
+
+    report.parquet / report.json   one row per listed file: kept or dropped, with the reason
+    train/ val/ test/              parquet shards of uint8 clips (video as raw bytes + shape columns)
+    prepared.json                  written last: clip spec, counts, label names, channel mean/std
+
+``prepared.json`` is the commit marker: a dataset without it is incomplete and never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidgen_ray import storage
+from vidgen_ray.configs import to_dict
+from vidgen_ray.data.catalog import SPLITS, build_catalog
+from vidgen_ray.data.config import DataConfig
+from vidgen_ray.data.normalize import channel_stats
+from vidgen_ray.data.pipeline import Units, clip_stream, probe_all, video_units
+from vidgen_ray.runtime import get_logger
+
+log = get_logger("data.prepare")
+
+MARKER = "prepared.json"
+FORMAT_VERSION = 1
+
+
+# --- the accounting report ------------------------------------------------------------------------
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Counts that must add up: kept + sum(dropped by reason) == listed."""
+    listed = len(rows)
+    kept = sum(r["status"] == "kept" for r in rows)
+    dropped = Counter(r["reason"] for r in rows if r["status"] != "kept")
+    if kept + sum(dropped.values()) != listed:
+        raise AssertionError(f"accounting identity broken: {kept} kept + {sum(dropped.values())} dropped != {listed} listed")
+    return {
+        "listed": listed,
+        "kept": kept,
+        "dropped": dict(sorted(dropped.items())),
+        "kept_by_split": {s: sum(r["status"] == "kept" and r["split"] == s for r in rows) for s in SPLITS},
+    }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"listed {summary['listed']}  kept {summary['kept']}  dropped {summary['listed'] - summary['kept']}"]
+    for reason, n in summary["dropped"].items():
+        lines.append(f"  dropped {reason:<20} {n}")
+    lines.append("  kept by split: " + ", ".join(f"{k} {v}" for k, v in summary["kept_by_split"].items()))
+    if "clips" in summary:
+        lines.append("  clips written: " + ", ".join(f"{k} {v}" for k, v in summary["clips"].items()))
+    return "\n".join(lines)
+
+
+def _report_table(rows: list[dict]) -> pa.Table:
+    columns = ["uri", "rel_path", "size", "split", "label", "caption", "source_id", "status", "reason", "error", "container",
+               "codec", "width", "height", "rotation", "fps", "vfr", "duration", "frames", "has_audio"]
+    return pa.table({c: [r.get(c) for r in rows] for c in columns})
+
+
+def write_report(rows: list[dict], out: str, extra: dict | None = None) -> dict:
+    summary = {**summarize(rows), **(extra or {})}
+    buf = io.BytesIO()
+    pq.write_table(_report_table(rows), buf)
+    storage.write_bytes(storage.join(out, "report.parquet"), buf.getvalue())
+    storage.write_text(storage.join(out, "report.json"), json.dumps(summary, indent=2))
+    return summary
+
+
+def probe_report(cfg: DataConfig, out: str | None = None) -> tuple[list[dict], dict]:
+    """Probe + clean only. Writes report.parquet/json under ``out`` when given."""
+    t0 = time.perf_counter()
+    rows, label_names = probe_all(cfg)
+    summary = write_report(rows, out) if out else summarize(rows)
+    log.info("probed %d files in %.1fs\n%s", len(rows), time.perf_counter() - t0, format_summary(summary))
+    return rows, summary
+
+
+# --- writing clips --------------------------------------------------------------------------------
+
+
+def _to_parquet_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Clips as raw bytes + shape: plain parquet any reader understands, no tensor extension type."""
+    video = batch["video"]
+    n = len(video)
+    t, h, w = video.shape[1:4] if n else (0, 0, 0)
+    return {
+        "video": np.array([v.tobytes() for v in video], dtype=object),
+        "frames": np.full(n, t, np.int32),
+        "height": np.full(n, h, np.int32),
+        "width": np.full(n, w, np.int32),
+        "label": batch["label"],
+        "caption": batch["caption"],
+        "source_id": batch["source_id"],
+        "start_s": batch["start_s"],
+        "clip_index": batch["clip_index"],
+    }
+
+
+def _write_split(units: Units, cfg: DataConfig, split: str, out: str, rows_per_shard: int) -> None:
+    ds = clip_stream(units, cfg, split, epochs=1, augment=False).map_batches(_to_parquet_rows, batch_format="numpy")
+    fs, path = storage.resolve(storage.join(out, split))
+    ds.write_parquet(path, filesystem=fs, min_rows_per_file=rows_per_shard)
+
+
+def _shard_counts(uri: str) -> tuple[list[dict], Counter]:
+    """Shards of one split with their row counts, and clips per source (read from column metadata only)."""
+    shards, per_source = [], Counter()
+    if not storage.exists(uri):
+        return shards, per_source
+    for entry in storage.list_files(uri, extensions=(".parquet",)):
+        with storage.open_input(entry.uri) as f:
+            table = pq.read_table(f, columns=["source_id"])
+        shards.append({"uri": entry.uri, "rows": table.num_rows})
+        per_source.update(table.column("source_id").to_pylist())
+    return shards, per_source
+
+
+def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 64) -> dict:
+    """The whole pipeline: catalog -> probe/clean -> decode clips -> parquet shards + report + marker."""
+    t0 = time.perf_counter()
+    catalog = build_catalog(cfg)
+    rows, label_names = probe_all(cfg, catalog)
+    units = video_units((rows, label_names), cfg)
+    clips, late = {}, []
+    for split in SPLITS:
+        if len(units[split]):
+            _write_split(units[split], cfg, split, out, rows_per_shard)
+        shards, per_source = _shard_counts(storage.join(out, split))
+        clips[split] = sum(s["rows"] for s in shards)
+        # A file that passed the probe can still fail mid-stream: account for it, never lose it silently.
+        for r in units[split].rows:
+            if per_source[r["source_id"]] == 0:
+                late.append(r["uri"])
+                r["status"], r["reason"], r["error"] = "dropped", "decode_failed", "no clip could be decoded after the probe passed"
+    stats = None
+    if clips["train"]:
+        stats = _train_stats(storage.join(out, "train"), cfg.stats_clips)
+    summary = write_report(rows, out, {"clips": clips})
+    marker = {
+        "format": FORMAT_VERSION,
+        "source": cfg.source,
+        "clip": to_dict(cfg.clip),
+        "train_frames": cfg.clip.frames + cfg.augment.extra_frames(cfg.clip.frames),
+        "label_names": label_names,
+        "mean": stats[0] if stats else None,
+        "std": stats[1] if stats else None,
+        "summary": summary,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    storage.write_text(storage.join(out, MARKER), json.dumps(marker, indent=2))
+    log.info("prepared %s in %.1fs\n%s", out, marker["seconds"], format_summary(summary))
+    if late:
+        log.warning("%d files passed the probe but yielded no clip: %s", len(late), late[:5])
+    return marker
+
+
+def _train_stats(uri: str, max_clips: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    clips = []
+    for entry in storage.list_files(uri, extensions=(".parquet",)):
+        with storage.open_input(entry.uri) as f:
+            table = pq.read_table(f, columns=["video", "frames", "height", "width"])
+        for r in table.to_pylist():
+            clips.append(np.frombuffer(r["video"], np.uint8).reshape(r["frames"], r["height"], r["width"], 3))
+            if len(clips) >= max_clips:
+                return channel_stats(clips)
+    return channel_stats(clips)
+
+
+# --- reading prepared datasets and the cache ----------------------------------------------------------
+
+
+def is_prepared(uri: str) -> bool:
+    return storage.exists(storage.join(uri, MARKER))
+
+
+def load_prepared(uri: str, cfg: DataConfig) -> tuple[dict[str, Units], dict]:
+    marker = json.loads(storage.read_text(storage.join(uri, MARKER)))
+    clip = marker["clip"]
+    want = (cfg.clip.frames, cfg.clip.height, cfg.clip.width, cfg.clip.fps)
+    have = (clip["frames"], clip["height"], clip["width"], clip["fps"])
+    if want != have:
+        raise ValueError(
+            f"{uri} holds clips of frames/height/width/fps {have}, but the run asks for {want}: "
+            f"set data.clip to match, or prepare the data again with the new clip spec"
+        )
+    units = {}
+    for split in SPLITS:
+        shards, _ = _shard_counts(storage.join(uri, split))
+        n = sum(s["rows"] for s in shards)
+        frames = marker["train_frames"] if split == "train" else clip["frames"]
+        units[split] = Units("shard", shards, n / len(shards) if shards else 0.0, frames=frames, label_names=marker["label_names"])
+    return units, marker
+
+
+def cache_key(cfg: DataConfig, rows: list[dict]) -> str:
+    """Changes whenever anything that shapes a decoded clip changes (spec, rules, split, files)."""
+    relevant = {
+        "format": FORMAT_VERSION,
+        "clip": to_dict(cfg.clip),
+        "clean": to_dict(cfg.clean),
+        "split": to_dict(cfg.split),
+        "extra": cfg.augment.extra_frames(cfg.clip.frames),
+        "seed": cfg.seed,
+        "files": sorted((r["uri"], r["size"]) for r in rows),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def training_units(cfg: DataConfig) -> tuple[dict[str, Units], dict]:
+    """Units for each split, from a prepared dataset, the cache (built on a miss), or raw videos."""
+    if is_prepared(cfg.source):
+        log.info("using the prepared dataset at %s", cfg.source)
+        return load_prepared(cfg.source, cfg)
+    catalog = build_catalog(cfg)
+    if cfg.cache:
+        key = cache_key(cfg, [{"uri": r["uri"], "size": r["size"]} for r in catalog.rows])
+        where = storage.join(cfg.cache, key)
+        if is_prepared(where):
+            log.info("clip cache hit: %s", where)
+        else:
+            log.info("clip cache miss: decoding into %s", where)
+            prepare(dataclasses.replace(cfg, source=cfg.source), where)
+        return load_prepared(where, cfg)
+    rows, label_names = probe_all(cfg, catalog)
+    summary = summarize(rows)
+    log.info("probe: %s", format_summary(summary))
+    stats = None
+    units = video_units((rows, label_names), cfg)
+    return units, {"label_names": label_names, "mean": None, "std": None, "summary": summary, "stats": stats}

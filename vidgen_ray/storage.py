@@ -1,0 +1,1112 @@
+"""Object storage: one way to turn a URI into a pyarrow FileSystem + path, and safe I/O on top of it.
+
+    python -c "from vidgen_ray import storage; print(storage.list_files('../shared/videos', ['.mp4'])[:2])"
+    AWS_ENDPOINT_URL_S3=http://127.0.0.1:8333 python -c "from vidgen_ray import storage; print(storage.list_files('s3://bucket/videos/'))"
+
+URIs (everything else is rejected with a suggestion):
+
+    /abs/path, rel/path, file:///abs/path          the local file system
+    s3://bucket/key[?endpoint_override=host:port&scheme=http&region=...]
+    gs://bucket/key                                 Google Cloud Storage
+    abfs://container@account.dfs.core.windows.net/key   (also abfss://; or abfs://container/key with
+                                                    AZURE_STORAGE_ACCOUNT_NAME set)
+
+Configuration follows each cloud's standard conventions, so the same code runs on a laptop against
+SeaweedFS/MinIO and on a cluster against the real service:
+
+- S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else AWS_PROFILE and
+  the shared config files, else the instance profile (the AWS SDK's default chain). Endpoint:
+  AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL (ignored when AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true),
+  or ``?endpoint_override=`` in the URI. Region: AWS_REGION, then AWS_DEFAULT_REGION; with a custom
+  endpoint it defaults to us-east-1 so that nothing asks AWS where a bucket lives (needs internet).
+- GCS: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server).
+- Azure: AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, else DefaultAzureCredential
+  (AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, managed identity, az login).
+
+Guarantees:
+
+- Writes are atomic: nothing half-written ever appears under the final name. Local files go to a
+  temporary file in the same folder and are renamed with ``os.replace``. S3 objects are uploaded with
+  boto3 (one PUT, or a multipart upload that is *aborted* on error): pyarrow's S3 output stream cannot
+  be aborted from Python and completes the upload with whatever was written even when the writer
+  raised. GCS/Azure objects are written under a temporary name and moved into place.
+- Transient errors (timeouts, connection resets, 5xx, SlowDown/throttling) are retried with
+  exponential backoff and jitter; NotFound and AccessDenied never are.
+- Every failure becomes a ``StorageError`` whose message names the URI and what to fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import io
+import logging
+import os
+import random
+import re
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, TypeVar
+from urllib.parse import parse_qsl
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SUPPORTED_SCHEMES = ("file", "s3", "gs", "abfs", "abfss")
+# Names people type for the schemes above. Anything else gets a difflib suggestion.
+_SCHEME_ALIASES = {
+    "s3a": "s3", "s3n": "s3", "aws": "s3",
+    "gcs": "gs", "google": "gs", "gcp": "gs",
+    "az": "abfs", "azure": "abfs", "adl": "abfs", "wasb": "abfs", "wasbs": "abfs",
+    "local": "file",
+}
+# Temporary names written by this module; listings never show them.
+TMP_MARKER = ".vidgen-tmp-"
+DEFAULT_PART_SIZE = 8 * 2**20  # S3 multipart part size; S3 wants >= 5 MiB for every part but the last
+DEFAULT_READ_BLOCK = 4 * 2**20  # remote reads fetch aligned blocks of this size (one ranged GET each)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI and what to fix."""
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """The file/object (or its bucket) does not exist."""
+
+
+class BucketNotFoundError(StorageNotFoundError):
+    """The bucket/container itself does not exist."""
+
+
+class StorageAccessError(StorageError, PermissionError):
+    """Credentials are missing, wrong, expired, or lack permission."""
+
+
+class UnsupportedURIError(StorageError, ValueError):
+    """The URI cannot be parsed (unknown or misspelt scheme, missing bucket, bad query)."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One listed file. ``uri`` can be passed back to every function here; ``path`` is what the
+    pyarrow FileSystem from ``resolve`` takes."""
+
+    uri: str
+    path: str
+    size: int
+
+
+# ---------------------------------------------------------------------------------------------------
+# URI parsing: one frozen description per location, hashable so filesystems can be cached by it
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _S3Settings:
+    endpoint: str | None  # host[:port] or None for AWS itself
+    scheme: str  # "http" | "https"
+    region: str | None
+    access_key: str | None  # None: the SDK's default chain (profile, instance profile) decides
+    secret_key: str | None = field(repr=False)  # secrets stay out of reprs, tracebacks and logs
+    session_token: str | None = field(repr=False)
+    profile: str | None  # only part of the cache key: the SDK reads AWS_PROFILE itself
+    query: str  # the URI's own query string, re-attached to every URI built from this location
+
+    def endpoint_url(self) -> str | None:
+        return f"{self.scheme}://{self.endpoint}" if self.endpoint else None
+
+    def describe_endpoint(self) -> str:
+        return self.endpoint_url() or f"AWS S3 (region {self.region or 'from the AWS config'})"
+
+
+@dataclass(frozen=True)
+class _AzureSettings:
+    account: str
+    host_suffix: str  # "dfs.core.windows.net" style: what follows "<account>." in the URI
+    account_key: str | None = field(repr=False)
+    sas_token: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a URI points: the scheme, the settings that pick the filesystem, and the fs path."""
+
+    scheme: str  # "file" | "s3" | "gs" | "abfs"
+    path: str  # what the pyarrow filesystem takes ("bucket/key", "/abs/path", "container/key")
+    settings: _S3Settings | _AzureSettings | None = None
+    uri_style: str = ""  # local: "" (plain path) or "file://"; abfs: "abfs" or "abfss"
+
+    @property
+    def bucket(self) -> str:
+        return "" if self.scheme == "file" else self.path.split("/", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return "" if self.scheme == "file" else (self.path.split("/", 1) + [""])[1]
+
+    def with_path(self, path: str) -> "_Target":
+        return dataclasses.replace(self, path=path)
+
+    def uri(self, path: str | None = None) -> str:
+        """The URI of ``path`` (default: this target's) in the same style the user wrote."""
+        path = self.path if path is None else path
+        if self.scheme == "file":
+            return ("file://" + path) if self.uri_style == "file://" else path
+        if self.scheme == "s3":
+            assert isinstance(self.settings, _S3Settings)
+            return f"s3://{path}" + (f"?{self.settings.query}" if self.settings.query else "")
+        if self.scheme == "gs":
+            return f"gs://{path}"
+        assert isinstance(self.settings, _AzureSettings)
+        container, _, rest = path.partition("/")
+        host = f"{self.settings.account}.{self.settings.host_suffix}"
+        return f"{self.uri_style}://{container}@{host}/{rest}"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _split_scheme(uri: str) -> tuple[str, str]:
+    """("s3", "bucket/key?q") for "s3://bucket/key?q"; ("", uri) for plain paths."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", uri)
+    if not m or len(m.group(1)) == 1:  # no scheme, or a Windows drive letter ("C:\\...")
+        return "", uri
+    return m.group(1).lower(), m.group(2)
+
+
+def _scheme_error(uri: str, scheme: str) -> UnsupportedURIError:
+    close = difflib.get_close_matches(scheme, SUPPORTED_SCHEMES, n=1, cutoff=0.5)
+    suggestion = _SCHEME_ALIASES.get(scheme) or (close[0] if close else None)
+    hint = f"did you mean '{suggestion}://'? " if suggestion else ""
+    if scheme in ("http", "https"):
+        hint = "for an S3-compatible server use s3://bucket/key with AWS_ENDPOINT_URL_S3=<that server>. "
+    return UnsupportedURIError(
+        f"unsupported URI scheme '{scheme}://' in {uri!r}: {hint}"
+        f"supported are local paths, file://, s3://, gs://, abfs:// (abfss://)"
+    )
+
+
+def _s3_settings(uri: str, query: str) -> _S3Settings:
+    allowed = {"endpoint_override", "scheme", "region"}
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise UnsupportedURIError(f"unknown query parameter(s) {unknown} in {uri!r}: allowed are {sorted(allowed)}")
+    endpoint, scheme = params.get("endpoint_override"), params.get("scheme")
+    if endpoint is None and (_env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or "").lower() != "true":
+        endpoint = _env("AWS_ENDPOINT_URL_S3") or _env("AWS_ENDPOINT_URL")
+    if endpoint:
+        m = re.match(r"^(?:(https?)://)?([^/?#]+)/?$", endpoint)
+        if not m:
+            raise UnsupportedURIError(
+                f"S3 endpoint {endpoint!r} (for {uri!r}) is not 'http(s)://host[:port]': fix AWS_ENDPOINT_URL_S3 / "
+                "AWS_ENDPOINT_URL or ?endpoint_override="
+            )
+        scheme = scheme or m.group(1) or "https"
+        endpoint = m.group(2)
+    scheme = (scheme or "https").lower()
+    if scheme not in ("http", "https"):
+        raise UnsupportedURIError(f"S3 scheme {scheme!r} in {uri!r} must be http or https")
+    access_key, secret_key = _env("AWS_ACCESS_KEY_ID"), _env("AWS_SECRET_ACCESS_KEY")
+    if bool(access_key) != bool(secret_key):
+        missing = "AWS_SECRET_ACCESS_KEY" if access_key else "AWS_ACCESS_KEY_ID"
+        raise StorageAccessError(
+            f"{missing} is not set but its partner is (for {uri}): set both, or neither to use AWS_PROFILE"
+        )
+    region = params.get("region") or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")
+    if region is None and endpoint:
+        region = "us-east-1"  # custom servers ignore it; leaving it empty makes the SDK ask AWS
+    return _S3Settings(
+        endpoint=endpoint,
+        scheme=scheme,
+        region=region,
+        access_key=access_key,
+        secret_key=secret_key,
+        session_token=_env("AWS_SESSION_TOKEN"),
+        profile=_env("AWS_PROFILE"),
+        query=query,
+    )
+
+
+def _azure_target(uri: str, scheme: str, rest: str) -> _Target:
+    host, _, key = rest.partition("/")
+    if "@" in host:
+        container, _, fqdn = host.partition("@")
+        account, _, suffix = fqdn.partition(".")
+        suffix = suffix or "dfs.core.windows.net"
+    else:
+        container, account, suffix = host, _env("AZURE_STORAGE_ACCOUNT_NAME"), "dfs.core.windows.net"
+        if not account:
+            raise UnsupportedURIError(
+                f"no Azure storage account in {uri!r}: write abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/path "
+                "or set AZURE_STORAGE_ACCOUNT_NAME"
+            )
+    if not container or not account:
+        raise UnsupportedURIError(
+            f"{uri!r} needs a container and an account: abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/path"
+        )
+    settings = _AzureSettings(
+        account=account,
+        host_suffix=suffix,
+        account_key=_env("AZURE_STORAGE_ACCOUNT_KEY"),
+        sas_token=_env("AZURE_STORAGE_SAS_TOKEN"),
+    )
+    return _Target("abfs", _join_key(container, key), settings, uri_style=scheme)
+
+
+def _join_key(bucket: str, key: str) -> str:
+    key = key.strip("/")
+    return f"{bucket}/{key}" if key else bucket
+
+
+def _parse(uri: str) -> _Target:
+    if not isinstance(uri, (str, os.PathLike)):
+        raise UnsupportedURIError(f"expected a URI string, got {type(uri).__name__}: {uri!r}")
+    uri = os.fspath(uri)
+    if not uri:
+        raise UnsupportedURIError("empty URI: pass a local path or s3://, gs://, abfs:// URI")
+    scheme, rest = _split_scheme(uri)
+    if scheme == "":
+        return _Target("file", os.path.abspath(os.path.expanduser(uri)))
+    if scheme not in SUPPORTED_SCHEMES:
+        raise _scheme_error(uri, scheme)
+    if not rest.startswith("//"):
+        raise UnsupportedURIError(f"{uri!r} is missing '//': write {scheme}://{rest.lstrip('/')}")
+    rest = rest[2:]
+    if scheme == "file":
+        host, sep, path = rest.partition("/")
+        if host not in ("", "localhost"):
+            raise UnsupportedURIError(f"{uri!r} names host {host!r}: file URIs are file:///absolute/path")
+        return _Target("file", os.path.abspath("/" + path), uri_style="file://")
+    rest, _, query = rest.partition("?")
+    if scheme in ("abfs", "abfss"):
+        return _azure_target(uri, scheme, rest)
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise UnsupportedURIError(f"{uri!r} has no bucket: write {scheme}://BUCKET/path")
+    if scheme == "gs":
+        if query:
+            raise UnsupportedURIError(f"query parameters are not supported for gs:// URIs ({uri!r})")
+        return _Target("gs", _join_key(bucket, key))
+    return _Target("s3", _join_key(bucket, key), _s3_settings(uri, query))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filesystems, cached per settings (so per scheme, endpoint, region and credentials)
+# ---------------------------------------------------------------------------------------------------
+
+_FS_CACHE: dict[tuple, pafs.FileSystem] = {}
+_FS_LOCK = threading.Lock()
+_LOCAL_FS = pafs.LocalFileSystem()
+
+
+def _make_filesystem(target: _Target) -> pafs.FileSystem:
+    if target.scheme == "file":
+        return _LOCAL_FS
+    if target.scheme == "s3":
+        s = target.settings
+        assert isinstance(s, _S3Settings)
+        return pafs.S3FileSystem(
+            access_key=s.access_key,
+            secret_key=s.secret_key,
+            session_token=s.session_token if s.access_key else None,
+            region=s.region,
+            endpoint_override=s.endpoint,
+            scheme=s.scheme,
+            # Requests to a bucket that does not exist must fail, not create it.
+            allow_bucket_creation=False,
+            allow_bucket_deletion=False,
+        )
+    if target.scheme == "gs":
+        return pafs.GcsFileSystem()
+    a = target.settings
+    assert isinstance(a, _AzureSettings)
+    kwargs: dict = {"account_name": a.account}
+    if a.account_key:
+        kwargs["account_key"] = a.account_key
+    elif a.sas_token:
+        kwargs["sas_token"] = a.sas_token
+    if a.host_suffix != "dfs.core.windows.net":  # sovereign clouds: core.chinacloudapi.cn, ...
+        tail = a.host_suffix.split(".", 1)[-1]
+        kwargs.update(blob_storage_authority=f".blob.{tail}", dfs_storage_authority=f".dfs.{tail}")
+    return pafs.AzureFileSystem(**kwargs)
+
+
+def _filesystem(target: _Target) -> pafs.FileSystem:
+    key = (target.scheme, target.settings)
+    with _FS_LOCK:
+        fs = _FS_CACHE.get(key)
+        if fs is None:
+            fs = _FS_CACHE[key] = _make_filesystem(target)
+        return fs
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """URI -> (pyarrow FileSystem, path that filesystem takes). Filesystems are cached per scheme,
+    endpoint, region and credentials; they pickle, so Ray tasks and Ray Data (``filesystem=``) can
+    take them. Explicit AWS_* keys from the environment travel with the pickle; profile and
+    instance-profile credentials are looked up again where the filesystem is unpickled."""
+    target = _parse(uri)
+    return _filesystem(target), target.path
+
+
+def filesystem_for(uri: str) -> pafs.FileSystem:
+    return resolve(uri)[0]
+
+
+def local_path(uri: str) -> str | None:
+    """The local path of a local URI (plain path or file://), None for object storage."""
+    target = _parse(uri)
+    return target.path if target.scheme == "file" else None
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a URI, keeping its scheme and query: join("s3://b/x?region=r", "y") ==
+    "s3://b/x/y?region=r"."""
+    base = os.fspath(base)
+    scheme, _ = _split_scheme(base)
+    query = ""
+    if scheme not in ("", "file") and "?" in base:
+        base, query = base.split("?", 1)
+    pieces = [p.strip("/") for p in (os.fspath(p) for p in parts) if p.strip("/")]
+    if not pieces:
+        out = base
+    elif base.endswith("/"):
+        out = base + "/".join(pieces)
+    else:
+        out = base + "/" + "/".join(pieces)
+    return out + (f"?{query}" if query else "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Retries and error translation
+# ---------------------------------------------------------------------------------------------------
+
+# Substrings of pyarrow ("AWS Error SLOW_DOWN during ...", "AWS Error UNKNOWN (HTTP status 503)"),
+# botocore ("An error occurred (SlowDown) ...") and socket errors that mean "try again".
+_TRANSIENT_PATTERNS = re.compile(
+    r"NETWORK_CONNECTION|curlCode|SLOW_DOWN|SlowDown|THROTTL|Throttl|TooManyRequests|SERVICE_UNAVAILABLE|"
+    r"ServiceUnavailable|INTERNAL_FAILURE|InternalError|REQUEST_TIMEOUT|RequestTimeout|"
+    r"HTTP status (?:5\d\d|429)|status code:? (?:5\d\d|429)|Connection reset|connection was closed|"
+    r"Connection was closed|Broken pipe|timed out|Timeout was reached|Could not connect|Couldn't connect|"
+    r"UNAVAILABLE|DEADLINE_EXCEEDED|ServerBusy|OperationTimedOut"
+)
+_ACCESS_PATTERNS = re.compile(
+    r"ACCESS_DENIED|AccessDenied|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|INVALID_ACCESS_KEY_ID|"
+    r"InvalidAccessKeyId|EXPIRED_TOKEN|ExpiredToken|InvalidToken|InvalidClientTokenId|UNRECOGNIZED_CLIENT|"
+    r"NoCredentialsError|Unable to locate credentials|PERMISSION_DENIED|UNAUTHENTICATED|AuthorizationFailure|"
+    r"AuthenticationFailed|HTTP status 403|\(403\)|Forbidden"
+)
+_NO_BUCKET_PATTERNS = re.compile(r"NO_SUCH_BUCKET|NoSuchBucket|ContainerNotFound|The specified bucket does not exist")
+_NOT_FOUND_PATTERNS = re.compile(r"NO_SUCH_KEY|NoSuchKey|\(404\)|BlobNotFound|PathNotFound|No such file")
+_REGION_PATTERNS = re.compile(
+    r"PERMANENT_REDIRECT|PermanentRedirect|AuthorizationHeaderMalformed|HTTP status 301|wrong region"
+)
+
+
+def _is_botocore_transient(exc: BaseException) -> bool | None:
+    """True/False for botocore exceptions, None for anything else (botocore is only imported if in use)."""
+    if not type(exc).__module__.startswith(("botocore", "urllib3", "s3transfer")):
+        return None
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        return status >= 500 or status == 429 or bool(_TRANSIENT_PATTERNS.search(code))
+    transient_types = (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError)
+    return isinstance(exc, transient_types) or bool(_TRANSIENT_PATTERNS.search(str(exc)))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` can help: timeouts, connection resets, 5xx, SlowDown, throttling.
+    Never NotFound, AccessDenied, a wrong URI, or anything already translated."""
+    permanent = (StorageError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError)
+    if isinstance(exc, permanent):
+        return False
+    boto = _is_botocore_transient(exc)
+    if boto is not None:
+        return boto
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, OSError):
+        text = str(exc)
+        if _ACCESS_PATTERNS.search(text) or _NO_BUCKET_PATTERNS.search(text) or _NOT_FOUND_PATTERNS.search(text):
+            return False
+        return bool(_TRANSIENT_PATTERNS.search(text))
+    return False
+
+
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    base_delay: float = 0.2,
+    max_delay: float = 5.0,
+    what: str = "storage operation",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn()``; on a transient error wait base_delay * 2**i (capped, with full jitter) and try
+    again, up to ``attempts`` calls in all. Other errors propagate at once. The last error is
+    re-raised with a note saying how many attempts were made."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == attempts:
+                exc.add_note(f"{what}: gave up after {attempts} attempts on transient errors")
+                raise
+            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+            log.warning("%s: transient error (attempt %d/%d), retrying in %.2fs: %s", what, attempt, attempts, delay, exc)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _credentials_hint(target: _Target) -> str:
+    if target.scheme == "s3":
+        return (
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (or AWS_PROFILE and ~/.aws/credentials, "
+            "or the instance profile) and that this identity may access the bucket"
+        )
+    if target.scheme == "gs":
+        return "check GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`) and the bucket's IAM"
+    if target.scheme == "abfs":
+        return (
+            "check AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_SAS_TOKEN, or the Azure identity (AZURE_CLIENT_ID / "
+            "AZURE_TENANT_ID / AZURE_CLIENT_SECRET, managed identity, az login) and its role on the container"
+        )
+    return "check the file permissions"
+
+
+def _where(target: _Target) -> str:
+    if target.scheme == "s3":
+        assert isinstance(target.settings, _S3Settings)
+        return f"endpoint {target.settings.describe_endpoint()}"
+    if target.scheme == "abfs":
+        assert isinstance(target.settings, _AzureSettings)
+        return f"storage account {target.settings.account}"
+    return "Google Cloud Storage" if target.scheme == "gs" else "the local file system"
+
+
+def _bucket_missing(target: _Target) -> bool:
+    """Whether the bucket/container of an object-store target does not exist (one HEAD/list)."""
+    if target.scheme == "file" or not target.bucket:
+        return False
+    try:
+        return _filesystem(target).get_file_info(target.bucket).type == pafs.FileType.NotFound
+    except Exception:  # noqa: BLE001 - only used to pick the better message
+        return False
+
+
+def _bucket_error(target: _Target, uri: str) -> BucketNotFoundError:
+    kind = "container" if target.scheme == "abfs" else "bucket"
+    return BucketNotFoundError(
+        f"{kind} '{target.bucket}' does not exist at {_where(target)} (for {uri}): create it or fix the URI"
+        + (" / AWS_ENDPOINT_URL_S3" if target.scheme == "s3" else "")
+    )
+
+
+def _botocore_client_error_types() -> tuple[type, ...]:
+    """botocore's ClientError if botocore is loaded (it is only imported for S3 writes)."""
+    module = sys.modules.get("botocore.exceptions")
+    return (module.ClientError,) if module is not None else ()
+
+
+def _translate(exc: BaseException, target: _Target, action: str) -> BaseException:
+    """Turn a raw pyarrow/boto/OS error into a StorageError that says what to fix."""
+    if isinstance(exc, StorageError):
+        return exc
+    uri = target.uri()
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, _botocore_client_error_types()):
+        code = exc.response.get("Error", {}).get("Code", "")  # type: ignore[attr-defined]
+        text = f"{text} [{code}]"
+    if _NO_BUCKET_PATTERNS.search(text):
+        return _bucket_error(target, uri)
+    if _ACCESS_PATTERNS.search(text) or isinstance(exc, PermissionError):
+        if target.scheme == "file":
+            return StorageAccessError(f"permission denied {action} {uri}: {_credentials_hint(target)} ({exc})")
+        return StorageAccessError(
+            f"access denied {action} {uri} at {_where(target)}: {_credentials_hint(target)}. Cause: {exc}"
+        )
+    if _REGION_PATTERNS.search(text):
+        return StorageError(f"{action} {uri}: the bucket lives in another region: set AWS_REGION to its region. Cause: {exc}")
+    if isinstance(exc, FileNotFoundError) or _NOT_FOUND_PATTERNS.search(text):
+        if _bucket_missing(target):
+            return _bucket_error(target, uri)
+        return StorageNotFoundError(f"{uri} does not exist ({action}): check the path; list its parent to see what is there")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(f"{uri} is a directory, not a file ({action}): pass a file URI or use list_files")
+    if is_transient(exc):
+        hint = (
+            "check that the server is running and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL point to it"
+            if target.scheme == "s3"
+            else "check the network and try again"
+        )
+        return StorageError(
+            f"{action} {uri} failed at {_where(target)} with a transient error that did not go away: {hint}. Cause: {exc}"
+        )
+    return StorageError(f"{action} {uri} failed at {_where(target)}: {exc}")
+
+
+def _translated(target: _Target, action: str, fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` with storage errors translated. Used around storage calls only, never around the
+    caller's code inside ``open_output``, whose own errors pass through untouched."""
+
+    def call(*args):
+        try:
+            return fn(*args)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, target, action) from exc
+
+    return call
+
+
+def _run(target: _Target, action: str, fn: Callable[[], T], retries: bool = True) -> T:
+    """Run ``fn`` with retries on transient errors and translate what finally escapes."""
+    call = (lambda: with_retries(fn, what=f"{action} {target.uri()}")) if retries else fn
+    return _translated(target, action, call)()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Listing and metadata
+# ---------------------------------------------------------------------------------------------------
+
+
+def _normalise_extensions(extensions: Iterable[str] | None) -> tuple[str, ...] | None:
+    if extensions is None:
+        return None
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+
+
+def list_files(uri: str, extensions: Iterable[str] | None = None, recursive: bool = True) -> list[FileEntry]:
+    """Files (not directories) under ``uri``, sorted by URI, with sizes. ``extensions`` filters by
+    suffix, case-insensitively (".mp4" or "mp4"). A file URI lists as itself. A location with
+    nothing under it raises StorageNotFoundError (an empty existing local folder gives [])."""
+    target = _parse(uri)
+    fs = _filesystem(target)
+    exts = _normalise_extensions(extensions)
+
+    def infos() -> list[pafs.FileInfo]:
+        info = fs.get_file_info(target.path)
+        if info.type == pafs.FileType.File:
+            return [info]
+        if info.type == pafs.FileType.NotFound and target.scheme == "file":
+            raise FileNotFoundError(target.path)
+        # Object stores: a prefix "exists" only through its objects, so always list.
+        return fs.get_file_info(pafs.FileSelector(target.path, recursive=recursive, allow_not_found=False))
+
+    entries = []
+    for info in _run(target, "listing", infos):
+        if info.type != pafs.FileType.File or TMP_MARKER in info.base_name:
+            continue
+        if exts is not None and not info.base_name.lower().endswith(exts):
+            continue
+        entries.append(FileEntry(uri=target.uri(info.path), path=info.path, size=int(info.size)))
+    entries.sort(key=lambda e: e.uri)
+    return entries
+
+
+def _info(target: _Target, action: str) -> pafs.FileInfo:
+    return _run(target, action, lambda: _filesystem(target).get_file_info(target.path))
+
+
+def exists(uri: str) -> bool:
+    """Whether a file or a non-empty prefix/folder exists. A missing bucket is an error (the URI is
+    wrong), not False."""
+    target = _parse(uri)
+    if target.scheme == "file":
+        return os.path.exists(target.path)
+    if _info(target, "checking").type != pafs.FileType.NotFound:
+        return True
+    if _bucket_missing(target):
+        raise _bucket_error(target, target.uri())
+    return False
+
+
+def size(uri: str) -> int:
+    """Size in bytes of one file."""
+    target = _parse(uri)
+    info = _info(target, "getting the size of")
+    if info.type == pafs.FileType.File:
+        return int(info.size)
+    if info.type == pafs.FileType.Directory:
+        raise _translate(IsADirectoryError(target.path), target, "getting the size of")
+    raise _translate(FileNotFoundError(target.path), target, "getting the size of")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------
+
+
+class _ReadAheadFile(io.RawIOBase):
+    """A remote random-access file read in aligned blocks, keeping the last few in memory.
+
+    Readers such as FFmpeg ask for 32 KiB at a time; on an object store each of those would be one
+    ranged GET with tens of milliseconds of latency. Fetching whole blocks turns a sequential read
+    into size/block requests and keeps the moov atom / index blocks around when the reader seeks
+    back and forth."""
+
+    def __init__(self, native: pa.NativeFile, target: _Target, block_size: int, max_blocks: int = 4) -> None:
+        super().__init__()
+        self._native, self._target = native, target
+        self._size = native.size()
+        self._block_size, self._max_blocks = block_size, max_blocks
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._pos = 0
+        self.requests = 0  # ranged GETs made, for tests and benchmarks
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is not None:
+            self._blocks.move_to_end(index)
+            return block
+        start = index * self._block_size
+        length = min(self._block_size, self._size - start)
+        block = _run(self._target, "reading", lambda: self._native.read_at(length, start))
+        self.requests += 1
+        self._blocks[index] = block
+        while len(self._blocks) > self._max_blocks:
+            self._blocks.popitem(last=False)
+        return block
+
+    def readinto(self, buffer) -> int:
+        out = memoryview(buffer).cast("B")
+        want = min(len(out), max(0, self._size - self._pos))
+        done = 0
+        while done < want:
+            index, offset = divmod(self._pos, self._block_size)
+            chunk = self._block(index)[offset : offset + want - done]
+            if not chunk:  # the object shrank since it was opened
+                break
+            out[done : done + len(chunk)] = chunk
+            done += len(chunk)
+            self._pos += len(chunk)
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            self._native.close()
+            self._blocks.clear()
+        super().close()
+
+
+def open_input(uri: str, block_size: int = DEFAULT_READ_BLOCK) -> pa.NativeFile:
+    """A seekable, streaming input file (pyarrow NativeFile): ``av.open(open_input(uri))``,
+    ``pq.read_table(open_input(uri))``. Local files are native OS files; remote objects are read in
+    ``block_size`` ranged GETs (see ``_ReadAheadFile``), never downloaded whole up front."""
+    target = _parse(uri)
+    fs = _filesystem(target)
+    native = _run(target, "opening", lambda: fs.open_input_file(target.path))
+    if target.scheme == "file":
+        return native
+    return pa.PythonFile(_ReadAheadFile(native, target, block_size), mode="r")
+
+
+def read_bytes(uri: str) -> bytes:
+    target = _parse(uri)
+    if target.scheme == "file":
+        def read_local() -> bytes:
+            with open(target.path, "rb") as f:
+                return f.read()
+
+        return _run(target, "reading", read_local, retries=False)
+    fs = _filesystem(target)
+
+    def read() -> bytes:
+        with fs.open_input_stream(target.path) as f:  # one GET for the whole object
+            return f.read()
+
+    return _run(target, "reading", read)
+
+
+def read_text(uri: str, encoding: str = "utf-8") -> str:
+    return read_bytes(uri).decode(encoding)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Atomic writing
+# ---------------------------------------------------------------------------------------------------
+
+
+def _tmp_name(final_path: str) -> str:
+    head, _, base = final_path.rpartition("/")
+    return f"{head}/.{base}{TMP_MARKER}{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def _open_local_output(target: _Target) -> Iterator[io.BufferedWriter]:
+    final = target.path
+    tmp = _tmp_name(final)
+
+    def create() -> io.BufferedWriter:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        # os.open with 0o666 keeps the umask (mkstemp would leave the file 0600 after the rename).
+        return os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+
+    def commit() -> None:
+        if not f.closed:  # the caller may have closed it already
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        os.replace(tmp, final)
+
+    def discard() -> None:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+    f = _translated(target, "opening for writing", create)()
+    try:
+        yield f
+    except BaseException:
+        discard()
+        raise
+    try:
+        _translated(target, "writing", commit)()
+    except BaseException:
+        discard()
+        raise
+
+
+class _AtomicObjectWriter:
+    """What ``open_output`` yields for object stores: a write-only, non-seekable stream.
+
+    ``close()`` only ends writing; the object appears under its name when the ``open_output``
+    block exits without an exception (so a library that closes the stream it was given still works,
+    and a crash mid-way never publishes a partial object)."""
+
+    def __init__(self, sink: Callable[[memoryview], None]) -> None:
+        self._sink, self._pos, self._closed = sink, 0, False
+
+    def write(self, data) -> int:
+        if self._closed:
+            raise ValueError("write to a closed storage writer")
+        view = memoryview(data).cast("B")
+        self._sink(view)
+        self._pos += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
+_BOTO_CLIENTS: dict[_S3Settings, object] = {}
+
+
+def _s3_client(settings: _S3Settings):
+    """A boto3 client with the same endpoint, region and credentials as the pyarrow filesystem."""
+    with _FS_LOCK:
+        client = _BOTO_CLIENTS.get(settings)
+        if client is not None:
+            return client
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 1, "mode": "standard"},  # one retry policy: with_retries
+        connect_timeout=10,
+        read_timeout=120,
+        # S3-compatible servers differ in checksum support; AWS accepts either.
+        request_checksum_calculation="when_required" if settings.endpoint else "when_supported",
+        response_checksum_validation="when_required" if settings.endpoint else "when_supported",
+        s3={"addressing_style": "path"} if settings.endpoint else None,
+    )
+    explicit = settings.access_key is not None
+    session = boto3.session.Session(profile_name=None if explicit else settings.profile)
+    client = session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url(),
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key if explicit else None,
+        aws_secret_access_key=settings.secret_key if explicit else None,
+        aws_session_token=settings.session_token if explicit else None,
+        config=config,
+    )
+    with _FS_LOCK:
+        return _BOTO_CLIENTS.setdefault(settings, client)
+
+
+class _S3Upload:
+    """One S3 object upload: a single PUT when it fits in one part, else a multipart upload with up
+    to ``max_in_flight`` parts uploading in the background. ``abort`` removes every trace."""
+
+    def __init__(self, target: _Target, part_size: int, max_in_flight: int = 3) -> None:
+        assert isinstance(target.settings, _S3Settings)
+        if part_size < 5 * 2**20:
+            raise ValueError(f"part_size must be >= 5 MiB (S3's minimum), got {part_size}")
+        self.target, self.part_size, self.max_in_flight = target, part_size, max_in_flight
+        self.client = _s3_client(target.settings)
+        self.bucket, self.key = target.bucket, target.key
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[Future] = []
+        self.pool: ThreadPoolExecutor | None = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return with_retries(fn, what=f"{what} {self.target.uri()}")
+
+    def _next_part_size(self) -> int:
+        # S3 allows 10,000 parts: doubling every 1,000 keeps 8 MiB parts for small objects and still
+        # reaches S3's 5 TiB object limit for an upload of unknown size.
+        return self.part_size * 2 ** (len(self.parts) // 1000)
+
+    def write(self, view: memoryview) -> None:
+        self.buffer += view
+        while len(self.buffer) >= (n := self._next_part_size()):
+            part = bytes(self.buffer[:n])
+            del self.buffer[:n]
+            self._submit_part(part)
+
+    def _submit_part(self, data: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = self._call(
+                "starting the upload of",
+                lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"],
+            )
+            self.pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="s3-part")
+        # Bound memory: wait for the oldest part before queueing more than max_in_flight.
+        pending = [f for f in self.parts if not f.done()]
+        if len(pending) >= self.max_in_flight:
+            pending[0].result()
+        for f in self.parts:  # surface a failed part now, not at the end
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        number = len(self.parts) + 1
+        assert self.pool is not None
+        self.parts.append(self.pool.submit(self._upload_part, number, data))
+
+    def _upload_part(self, number: int, data: bytes) -> dict:
+        response = self._call(
+            f"uploading part {number} of",
+            lambda: self.client.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+            ),
+        )
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def commit(self) -> None:
+        if self.upload_id is None:
+            body = bytes(self.buffer)
+            self._call("uploading", lambda: self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body))
+            return
+        if self.buffer:
+            self._submit_part(bytes(self.buffer))
+            self.buffer.clear()
+        parts = [f.result() for f in self.parts]
+        self._call(
+            "completing the upload of",
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            ),
+        )
+        self._shutdown()
+
+    def abort(self) -> None:
+        for f in self.parts:
+            f.cancel()
+        self._shutdown()
+        if self.upload_id is not None:
+            try:
+                self._call(
+                    "aborting the upload of",
+                    lambda: self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                    ),
+                )
+            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                # The object never appears; only the stored parts linger until a lifecycle rule removes them.
+                log.warning("could not abort multipart upload %s of %s: %s", self.upload_id, self.target.uri(), exc)
+
+    def _shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+@contextlib.contextmanager
+def _open_s3_output(target: _Target, part_size: int) -> Iterator[_AtomicObjectWriter]:
+    if not target.key:
+        raise UnsupportedURIError(f"{target.uri()} names a bucket, not an object: add a key")
+    upload = _translated(target, "writing", _S3Upload)(target, part_size)
+    try:
+        yield _AtomicObjectWriter(_translated(target, "writing", upload.write))
+        _translated(target, "writing", upload.commit)()
+    except BaseException:
+        upload.abort()
+        raise
+
+
+def _move(fs: pafs.FileSystem, src: str, dst: str) -> None:
+    """Rename where the store can (Azure with a hierarchical namespace), else copy and delete."""
+    try:
+        fs.move(src, dst)
+    except NotImplementedError:  # pyarrow's ArrowNotImplementedError: GCS, flat-namespace Azure
+        fs.copy_file(src, dst)
+        fs.delete_file(src)
+
+
+@contextlib.contextmanager
+def _open_output_via_temporary_object(target: _Target) -> Iterator[_AtomicObjectWriter]:
+    """Any object store: write ``.<name>.vidgen-tmp-*`` next to the target, then move it into place.
+
+    Used for GCS and Azure, whose pyarrow output streams (like S3's) commit whatever was written
+    when closed or garbage-collected. The final name only ever sees a complete object; a crash can
+    leave the temporary object behind (listings skip it)."""
+    fs = _filesystem(target)
+    tmp = target.with_path(_tmp_name(target.path))
+    stream = _run(tmp, "opening for writing", lambda: fs.open_output_stream(tmp.path), retries=False)
+    try:
+        yield _AtomicObjectWriter(_translated(target, "writing", stream.write))
+        _run(target, "writing", stream.close, retries=False)
+        _run(target, "moving into place", lambda: _move(fs, tmp.path, target.path))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stream.close()  # commits the temporary object, which is deleted next
+        with contextlib.suppress(Exception):
+            fs.delete_file(tmp.path)
+        raise
+
+
+@contextlib.contextmanager
+def open_output(uri: str, part_size: int = DEFAULT_PART_SIZE) -> Iterator:
+    """Atomic streaming write: the object/file appears under ``uri`` only when the block exits
+    without an exception; on an exception nothing does (S3 multipart uploads are aborted, local
+    temporary files removed). Local files yield a real (seekable) file; object stores a write-only
+    stream. Missing local parent folders are created."""
+    target = _parse(uri)
+    if target.scheme == "file":
+        with _open_local_output(target) as f:
+            yield f
+    elif target.scheme == "s3":
+        with _open_s3_output(target, part_size) as f:
+            yield f
+    else:
+        with _open_output_via_temporary_object(target) as f:
+            yield f
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` atomically (see ``open_output``)."""
+    with open_output(uri) as f:
+        f.write(data)
+
+
+def write_text(uri: str, text: str, encoding: str = "utf-8") -> None:
+    write_bytes(uri, text.encode(encoding))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folders, deletion, copies
+# ---------------------------------------------------------------------------------------------------
+
+
+def makedirs(uri: str) -> None:
+    """Create a local folder (and parents). Object stores have no folders: S3 and GCS need nothing
+    (creating marker objects would only clutter listings); Azure creates a real directory."""
+    target = _parse(uri)
+    if target.scheme == "file":
+        _run(target, "creating the folder", lambda: os.makedirs(target.path, exist_ok=True), retries=False)
+    elif target.scheme == "abfs":
+        fs = _filesystem(target)
+        _run(target, "creating the folder", lambda: fs.create_dir(target.path, recursive=True))
+
+
+def delete(uri: str, recursive: bool = False, missing_ok: bool = False) -> None:
+    """Delete a file, or with ``recursive=True`` everything under a folder/prefix. Never deletes a
+    bucket itself (only its contents)."""
+    target = _parse(uri)
+    fs = _filesystem(target)
+    info = _info(target, "deleting")
+    if info.type == pafs.FileType.NotFound:
+        if missing_ok and not _bucket_missing(target):
+            return
+        raise _translate(FileNotFoundError(target.path), target, "deleting")
+    if info.type == pafs.FileType.File:
+        _run(target, "deleting", lambda: fs.delete_file(target.path))
+        return
+    if not recursive:
+        raise StorageError(f"{target.uri()} is a folder/prefix: pass recursive=True to delete everything under it")
+    if target.scheme != "file" and not target.key:
+        _run(target, "deleting", lambda: fs.delete_dir_contents(target.path, missing_dir_ok=True))
+    else:
+        _run(target, "deleting", lambda: fs.delete_dir(target.path))
+
+
+def copy(src: str, dst: str, chunk_size: int = DEFAULT_PART_SIZE) -> None:
+    """Copy one file. Within one S3 endpoint the copy happens server-side (boto3's managed copy,
+    multipart for large objects); otherwise it streams through this process. Atomic like writes."""
+    source, dest = _parse(src), _parse(dst)
+    if source.scheme == dest.scheme == "s3" and source.settings == dest.settings:
+        size(src)  # a clear error for a missing source before the copy starts
+        copy_source = {"Bucket": source.bucket, "Key": source.key}
+        client = _translated(dest, "copying to", _s3_client)(dest.settings)
+        _run(dest, "copying to", lambda: client.copy(copy_source, dest.bucket, dest.key))
+        return
+    fs = _filesystem(source)
+    with _run(source, "opening", lambda: fs.open_input_stream(source.path)) as reader, open_output(dst) as writer:
+        while chunk := _run(source, "reading", lambda: reader.read(chunk_size), retries=False):
+            writer.write(chunk)
