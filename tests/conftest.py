@@ -33,12 +33,27 @@ def shared_videos() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """A local Ray instance shared by the whole test session (started once, loopback only)."""
+def ray_session(s3_server):
+    """A local Ray instance shared by the whole test session (started once, loopback only).
+
+    Its workers get the S3 server's AWS_* variables, so pipelines reading s3:// URIs in Ray tasks
+    reach SeaweedFS the way they would reach a real bucket through the environment.
+    """
     import ray
 
     from vidgen_ray.runtime import init_ray
 
-    init_ray(num_cpus=int(os.environ.get("VIDGEN_TEST_RAY_CPUS", "4")), for_tests=True)
+    # 2 physical cores here; logical CPUs let 2 train workers and decode actors coexist.
+    init_ray(num_cpus=int(os.environ.get("VIDGEN_TEST_RAY_CPUS", "4")), for_tests=True, env=s3_server.env())
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset (16 good videos + the 5 broken kinds), made once per session."""
+    from vidgen_ray.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(str(out), videos=16, seed=0)
+    return out

@@ -50,8 +50,13 @@ def init_ray(
     num_cpus: int | None = None,
     include_dashboard: bool | None = None,
     for_tests: bool = False,
+    env: dict[str, str] | None = None,
 ):
-    """Connect to Ray: ``address`` / ``RAY_ADDRESS`` if given, else start a local instance."""
+    """Connect to Ray: ``address`` / ``RAY_ADDRESS`` if given, else start a local instance.
+
+    ``env`` adds environment variables for every Ray worker of a local instance (tests use it to
+    point workers at their S3 server).
+    """
     import ray
 
     if ray.is_initialized():
@@ -72,7 +77,8 @@ def init_ray(
         configure_logging=True,
         logging_level=logging.WARNING if for_tests else logging.INFO,
         log_to_driver=True,
-        runtime_env={"env_vars": {k: os.environ[k] for k in _LOCAL_ENV} | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}},
+        runtime_env={"env_vars": {k: os.environ[k] for k in _LOCAL_ENV}
+                     | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} | (env or {})},
     )
     log.info("started a local Ray instance (dashboard: %s)", context.dashboard_url or "off")
     return context

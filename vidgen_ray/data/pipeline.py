@@ -32,7 +32,7 @@ from vidgen_ray.data import augment as aug_lib
 from vidgen_ray.data.catalog import SPLITS, build_catalog
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.decode import decode_file, even_windows, random_windows
-from vidgen_ray.data.probe import probe
+from vidgen_ray.data.probe import probe_row
 from vidgen_ray.runtime import get_logger
 
 log = get_logger("data.pipeline")
@@ -60,12 +60,6 @@ class Units:
 # --- probing --------------------------------------------------------------------------------------
 
 
-def _probe_row(row: dict, cfg: DataConfig) -> dict:
-    clip_s = (cfg.clip.frames - 1) / cfg.clip.fps
-    result = probe(row["uri"], cfg.clean, clip_s, size=row["size"], max_inmemory_mb=cfg.max_inmemory_mb)
-    return {**row, **result}
-
-
 def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
     """Probe every listed file as Ray tasks. Returns (rows with probe fields and status, label names)."""
     import ray
@@ -73,8 +67,9 @@ def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
     catalog = catalog or build_catalog(cfg)
     if not catalog.rows:
         raise ValueError(f"no videos under {cfg.source} with extensions {list(cfg.extensions)}; check data.source / data.extensions")
-    ds = ray.data.from_items(catalog.rows, override_num_blocks=max(1, min(len(catalog.rows), 64)))
-    ds = ds.map(functools.partial(_probe_row, cfg=cfg), num_cpus=1, memory=cfg.decode_memory_mb * 2**20)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ds = ray.data.from_items(catalog.rows, override_num_blocks=max(1, min(len(catalog.rows), 4 * cpus)))
+    ds = ds.map(functools.partial(probe_row, cfg=cfg), num_cpus=1, memory=cfg.decode_memory_mb * 2**20)
     rows = sorted(ds.take_all(), key=lambda r: r["uri"])
     if len(rows) != len(catalog.rows):  # the accounting identity starts here
         raise RuntimeError(f"probing returned {len(rows)} rows for {len(catalog.rows)} files")
@@ -93,12 +88,10 @@ def video_units(probed: tuple[list[dict], list[str]], cfg: DataConfig) -> dict[s
 class UnitReader:
     """Ray Data callable: item ids -> clips. One instance per decode actor."""
 
-    def __init__(self, units_ref, cfg: DataConfig, split: str, start_item: int, augment: bool = True) -> None:
-        import ray
+    def __init__(self, units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool = True) -> None:
         import torch
 
         torch.set_num_threads(1)  # parallelism comes from Ray, not from threads inside one decoder
-        units: Units = ray.get(units_ref) if isinstance(units_ref, ray.ObjectRef) else units_ref
         self.units, self.cfg, self.split, self.start_item = units, cfg, split, start_item
         self.train = split == "train"
         self.augment = augment and self.train and cfg.augment.enabled
@@ -130,7 +123,7 @@ class UnitReader:
     def _video_clips(self, unit: dict, epoch: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float, int]]:
         spec = self.cfg.clip
         window_s = self.decoded / spec.fps
-        n = spec.clips_per_video
+        n = int(unit.get("clips") or spec.clips_per_video)  # a unit may ask for its own number of windows
         if self.train and spec.window == "random":
             starts = random_windows(unit["duration"], window_s, n, rng)
         else:
@@ -213,7 +206,7 @@ def clip_stream(
     ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
     return ds.map_batches(
         UnitReader,
-        fn_constructor_kwargs={"units_ref": ray.put(units), "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
+        fn_constructor_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
         batch_size=cfg.files_per_task,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),

@@ -169,3 +169,9 @@ def probe(uri: str, rules: CleanRules, min_duration_s: float, size: int | None =
     else:
         out["status"] = "kept"
     return out
+
+
+def probe_row(row: dict, cfg) -> dict:
+    """A catalog row + its probe result (the Ray Data ``map`` function; no torch import here)."""
+    clip_s = (cfg.clip.frames - 1) / cfg.clip.fps
+    return {**row, **probe(row["uri"], cfg.clean, clip_s, size=row["size"], max_inmemory_mb=cfg.max_inmemory_mb)}
