@@ -14,7 +14,7 @@ import torch
 from vidgen_ray import storage
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.normalize import Normalizer
-from vidgen_ray.data.pipeline import clip_stream, collate, probe_all, video_units
+from vidgen_ray.data.pipeline import ClipCollate, clip_stream, probe_all, video_units
 from vidgen_ray.data.prepare import load_prepared, prepare, probe_report, summarize, training_units
 from vidgen_ray.data.synth import generate
 
@@ -128,7 +128,7 @@ def test_streaming_split_feeds_torch_batches(ray_session, synth_dir: Path):
 
     def consume(shard) -> int:
         n = 0
-        for batch in shard.iter_torch_batches(batch_size=2, collate_fn=collate, drop_last=True):
+        for batch in shard.iter_torch_batches(batch_size=2, collate_fn=ClipCollate(), drop_last=True):
             assert batch["video"].dtype == torch.uint8 and tuple(batch["video"].shape) == (2, 8, 32, 32, 3)
             assert len(batch["caption"]) == 2 and batch["label"].dtype == torch.int64
             x = Normalizer("minus_one_one")(batch["video"])

