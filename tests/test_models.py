@@ -37,10 +37,10 @@ def moving_blob(frames: int, height: int, width: int, mirror: bool = False) -> t
     return clip.flip(-1) if mirror else clip
 
 
-def debug_batch(model: VideoModel, distinct: bool = True) -> Batch:
+def debug_batch(model: VideoModel) -> Batch:
     cfg = model.config
     first = moving_blob(cfg.frames, cfg.height, cfg.width)
-    second = moving_blob(cfg.frames, cfg.height, cfg.width, mirror=distinct)
+    second = moving_blob(cfg.frames, cfg.height, cfg.width, mirror=True)
     labels = torch.tensor([1, 2]) if cfg.num_classes else None
     captions = ["a blob moves right", "a blob moves left"] if getattr(cfg, "caption", False) else None
     return Batch(torch.stack([first, second]), labels, captions)
@@ -182,13 +182,14 @@ def _loss_at_fixed_noise(model: VideoModel, batch: Batch, step: int, repeats: in
     return value
 
 
+# Factors chosen with margin over what seeds 0-2 reach (in brackets).
 @pytest.mark.parametrize(
     "name, steps, lr, factor, repeats",
     [
-        ("vae-debug", 20, 2e-3, 0.35, 1),  # measured ~0.19x
-        ("rnn-debug", 15, 2e-3, 0.3, 1),  # measured ~0.15x
-        ("gru-debug", 15, 2e-3, 0.3, 1),  # measured ~0.12x
-        ("dit-debug", 60, 2e-3, 0.5, 4),  # measured ~0.30x (loss averaged over 4 noise draws)
+        ("vae-debug", 12, 2e-3, 0.45, 1),  # [0.26-0.33x at 10 steps]
+        ("rnn-debug", 10, 2e-3, 0.35, 1),  # [0.16-0.18x], scored fully autoregressively
+        ("gru-debug", 10, 2e-3, 0.35, 1),  # [0.15-0.20x]
+        ("dit-debug", 60, 3e-3, 0.5, 4),  # [0.20-0.34x], loss averaged over 4 fixed noise draws
     ],
 )
 def test_single_part_family_overfits_one_batch(name, steps, lr, factor, repeats):
@@ -208,9 +209,11 @@ def test_single_part_family_overfits_one_batch(name, steps, lr, factor, repeats)
 
 def test_gan_overfits_one_clip():
     """Adversarial losses do not fall monotonically, so the GAN is scored by what overfitting one
-    clip means for it: its samples move towards that clip (mean squared distance, fixed z)."""
+    clip means for it: its samples (fixed z) move towards that clip. The mean squared distance,
+    averaged over iterations 30, 35 and 40 (GAN dynamics oscillate), must fall below 0.5x
+    (seeds 0-5 reach 0.21-0.41x)."""
     model = build("gan-debug")
-    batch = debug_batch(model, distinct=False)  # two copies of one clip
+    batch = Batch(debug_batch(model).video[:1])
     target = batch.video[0]
     optimizers = {
         name: torch.optim.Adam(part.parameters(), lr=2e-3, betas=(0.0, 0.99)) for name, part in model.parts().items()
@@ -219,14 +222,16 @@ def test_gan_overfits_one_clip():
     def distance() -> float:
         return (model.sample(4, seed=123).permute(0, 4, 1, 2, 3) - target).square().mean().item()
 
-    before = distance()
-    for step in range(40):
+    before, late = distance(), []
+    for step in range(1, 41):
         for name, optimizer in optimizers.items():  # discriminator first, then generator
             optimizer.zero_grad(set_to_none=True)
             model.losses(name, batch, step).loss.backward()
             optimizer.step()
-    after = distance()
-    assert after < 0.5 * before, f"distance to the clip {before:.4f} -> {after:.4f}, wanted < 0.5x"  # ~0.2x
+        if step in (30, 35, 40):
+            late.append(distance())
+    after = sum(late) / len(late)
+    assert after < 0.5 * before, f"distance to the clip {before:.4f} -> {after:.4f}, wanted < 0.5x"
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -352,21 +357,25 @@ def test_invalid_config_names_field_and_fix():
         build_model(config)
 
 
-def test_models_table_lists_every_preset_as_text_and_json():
+@pytest.fixture(scope="module")
+def table_text() -> str:
+    return models_table()  # describes every preset: built once for the tests below
+
+
+def test_models_table_lists_every_preset_as_text_and_json(table_text):
     rows = json.loads(models_table(as_json=True))
     assert [row["name"] for row in rows] == list(PRESETS)
     dit_xl = next(row for row in rows if row["name"] == "dit-xl")
     assert dit_xl["input_shape"] == [16, 256, 256, 3] and dit_xl["model_shape"] == [16, 32, 32, 4]
     assert dit_xl["params"] == describe("dit-xl").params
-    text = models_table()
     for name in PRESETS:
-        assert f"\n{name} " in text
-    assert "673.7M" in text and "TFLOP" in text
+        assert f"\n{name} " in table_text
+    assert "673.7M" in table_text and "TFLOP" in table_text
 
 
-def test_docs_list_the_current_presets():
+def test_docs_list_the_current_presets(table_text):
     """docs/models.md holds the generated table; regenerate with
     ``python -m vidgen_ray.models.listing --update-docs docs/models.md``."""
     docs = DOCS.read_text()
     start, end = docs.index(DOCS_BEGIN) + len(DOCS_BEGIN), docs.index(DOCS_END)
-    assert docs[start:end].strip().strip("`").strip() == models_table().strip()
+    assert docs[start:end].strip().strip("`").strip() == table_text.strip()

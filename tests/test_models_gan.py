@@ -102,3 +102,14 @@ def test_factorised_and_full_3d_convolutions_both_build():
     factorised, full = gan(conv="factorised"), gan(conv="3d")
     assert factorised.flops_per_sample() < full.flops_per_sample()
     assert full.sample(1, seed=0).shape == factorised.sample(1, seed=0).shape
+
+
+def test_trains_and_samples_in_bfloat16():
+    model = gan().to(torch.bfloat16)
+    for part in model.parts():
+        out = model.losses(part, Batch(clips(1).bfloat16()), step=1)
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+    assert all(p.grad.dtype == torch.bfloat16 for p in model.discriminator.parameters())
+    video = model.sample(2, seed=0)
+    assert video.dtype == torch.float32 and torch.isfinite(video).all()

@@ -57,7 +57,7 @@ def _torchvision_style_vgg16_file(path) -> None:
     """A VGG-16 state dict with torchvision's keys (features + classifier), random weights."""
     torch.manual_seed(3)
     state = {k: torch.randn_like(v) * 0.05 for k, v in VGG16Features().state_dict().items()}
-    state["classifier.0.weight"] = torch.zeros(4096, 25088)[:2]  # extra keys are ignored
+    state["classifier.0.weight"] = torch.zeros(2, 8)  # extra keys (torchvision has them) are ignored
     state["classifier.0.bias"] = torch.zeros(2)
     torch.save(state, path)
 

@@ -16,6 +16,8 @@ _LOCAL_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # Ray Data's progress bars redraw many times a second: unreadable in `ray job logs`.
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
 }
 
 _configured = False
@@ -67,6 +69,10 @@ def init_ray(
         log.info("connecting to Ray at %s", address)
         return ray.init(address=address, log_to_driver=True)
     set_local_ray_env()
+    if num_cpus is not None:
+        # Logical CPUs: on a small machine, training workers and decode tasks must all be schedulable
+        # (they time-share the real cores); never fewer than the machine has.
+        num_cpus = max(num_cpus, os.cpu_count() or 1)
     if include_dashboard is None:
         # Tune's ASHA relies on the dashboard to clean up stopped trials; tests opt in when they need it.
         include_dashboard = not for_tests or os.environ.get("VIDGEN_TEST_DASHBOARD") == "1"

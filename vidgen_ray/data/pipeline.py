@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -234,8 +235,12 @@ class ClipCollate(NumpyBatchCollateFn):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         import torch
 
+        with warnings.catch_warnings():
+            # Ray hands out read-only arrays; the uint8 tensor is only ever read (normalising copies).
+            warnings.simplefilter("ignore", UserWarning)
+            video = torch.from_numpy(np.ascontiguousarray(batch["video"]))
         return {
-            "video": torch.from_numpy(np.ascontiguousarray(batch["video"])),
+            "video": video,
             "label": torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)),
             "caption": [str(c) for c in batch["caption"]],
             "epoch": int(batch["epoch"].max()) if len(batch["epoch"]) else 0,

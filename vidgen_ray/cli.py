@@ -1,0 +1,195 @@
+"""The ``vidgen-ray`` command line: one subcommand per capability, each with ``--help``.
+
+    vidgen-ray data synth --out ./outputs/synth --videos 48 --seed 0
+    vidgen-ray data probe ./outputs/synth --report ./outputs/probe
+    vidgen-ray data prepare ./outputs/synth --out ./outputs/clips --frames 8 --fps 8 --size 32x32
+    vidgen-ray models [--json]
+    vidgen-ray train --preset gan-debug --data ./outputs/synth --set train.max_steps=50
+    vidgen-ray demo
+
+Every subcommand that touches Ray connects to ``RAY_ADDRESS`` when set (``ray job submit`` sets it)
+and otherwise starts the embedded local instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vidgen_ray.configs import ConfigError
+
+
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="model preset, e.g. gan-debug, dit-b (see `vidgen-ray models`)")
+    p.add_argument("--config", help="YAML experiment file (model/data/train/parallel sections)")
+    p.add_argument("--data", help="data source URI (raw videos or a prepared dataset); sets data.source")
+    p.add_argument("--storage", help="where runs, checkpoints and samples go (local or s3://); sets storage_path")
+    p.add_argument("--name", help="run name; rerunning with the same name and storage resumes")
+    p.add_argument("--workers", type=int, help="training workers; sets parallel.num_workers")
+    p.add_argument("--strategy", choices=["none", "ddp", "fsdp2", "deepspeed"], help="sets parallel.strategy")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set train.optim.lr=3e-4 (repeatable)")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local instance)")
+
+
+def experiment_from_args(args: argparse.Namespace):
+    from vidgen_ray.config import load_experiment
+
+    fields = {
+        "data.source": args.data,
+        "storage_path": args.storage,
+        "name": args.name,
+        "parallel.num_workers": args.workers,
+        "parallel.strategy": args.strategy,
+    }
+    sets = [f"{k}={v}" for k, v in fields.items() if v is not None] + list(args.sets)
+    return load_experiment(args.preset, args.config, sets)
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from vidgen_ray.data.synth import generate
+
+    summary = generate(args.out, videos=args.videos, seed=args.seed, broken=not args.no_broken)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _data_config(args: argparse.Namespace):
+    from vidgen_ray.configs import parse_set_args, set_dotted, validate_all
+    from vidgen_ray.data.config import DataConfig
+
+    cfg = DataConfig(source=args.src)
+    if getattr(args, "manifest", None):
+        cfg.manifest = args.manifest
+    for attr, key in (("frames", "clip.frames"), ("fps", "clip.fps"), ("clips_per_video", "clip.clips_per_video")):
+        if getattr(args, attr, None) is not None:
+            set_dotted(cfg, key, getattr(args, attr))
+    if getattr(args, "size", None):
+        h, _, w = args.size.lower().partition("x")
+        if not w:
+            raise ConfigError(f"--size wants HxW, e.g. 64x64, got {args.size!r}")
+        set_dotted(cfg, "clip.height", h)
+        set_dotted(cfg, "clip.width", w)
+    for key, value in parse_set_args(args.sets):
+        set_dotted(cfg, key.removeprefix("data."), value)
+    validate_all(cfg)
+    return cfg
+
+
+def cmd_data_probe(args: argparse.Namespace) -> int:
+    from vidgen_ray.data.prepare import format_summary, probe_report
+    from vidgen_ray.runtime import init_ray
+
+    init_ray(address=args.address)
+    _, summary = probe_report(_data_config(args), args.report)
+    print(format_summary(summary))
+    if args.report:
+        print(f"report: {args.report}/report.parquet, {args.report}/report.json")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from vidgen_ray.data.prepare import format_summary, prepare
+    from vidgen_ray.runtime import init_ray
+
+    init_ray(address=args.address)
+    marker = prepare(_data_config(args), args.out, rows_per_shard=args.rows_per_shard)
+    print(format_summary(marker["summary"]))
+    print(f"clips and report: {args.out}")
+    return 0
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from vidgen_ray.models.listing import models_table
+
+    print(models_table(as_json=args.json))
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vidgen_ray.train.run import train
+
+    cfg = experiment_from_args(args)
+    if args.dry_run:
+        from vidgen_ray.configs import to_yaml
+
+        print(to_yaml(cfg))
+        return 0
+    result = train(cfg, address=args.address)
+    print(f"run: {cfg.storage_path}/{cfg.name}")
+    print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgen-ray", description="Train, evaluate, tune and serve video generators on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="make, probe and prepare video datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    p = dsub.add_parser("synth", help="write a synthetic labelled H.264 dataset (+ a few broken files)")
+    p.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix works)")
+    p.add_argument("--videos", type=int, default=48, help="number of good videos (default 48)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-broken", action="store_true", help="skip the deliberately broken files")
+    p.set_defaults(func=cmd_data_synth)
+
+    for name, helptext, func in (("probe", "probe and clean only; write the accounting report", cmd_data_probe),
+                                 ("prepare", "the whole pipeline: decode clips to parquet shards + report", cmd_data_prepare)):
+        p = dsub.add_parser(name, help=helptext)
+        p.add_argument("src", help="folder or URI of videos (s3://, gs://, abfs://, local)")
+        p.add_argument("--manifest", help="parquet/csv/jsonl with path,label,caption (default: SRC/manifest.*)")
+        p.add_argument("--frames", type=int, help="frames per clip (data.clip.frames)")
+        p.add_argument("--fps", type=float, help="target frame rate (data.clip.fps)")
+        p.add_argument("--size", help="clip size HxW, e.g. 64x64")
+        p.add_argument("--clips-per-video", dest="clips_per_video", type=int, help="clips per opened file")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="any data config field, e.g. --set clean.min_side=96")
+        p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local instance)")
+        if name == "probe":
+            p.add_argument("--report", help="where to write report.parquet / report.json")
+        else:
+            p.add_argument("--out", required=True, help="where to write clips, report and prepared.json")
+            p.add_argument("--rows-per-shard", dest="rows_per_shard", type=int, default=64)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("train", help="train a model on Ray Train (DDP / FSDP2 / DeepSpeed)")
+    _add_experiment_args(p)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list model presets with shapes, parameters and FLOPs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vidgen_ray.runtime import setup_logging
+
+    setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The experiment config: one typed object built from a model preset, an optional YAML file and
+``--set key=value`` overrides, validated before anything starts.
+
+    python -c "from vidgen_ray.config import load_experiment; \
+print(load_experiment('gan-debug', sets=['train.max_steps=20', 'data.source=./outputs/synth']).summary())"
+
+Precedence: preset < YAML file < ``--set``. The model preset fixes the clip shape: ``data.clip``'s
+frames, height and width follow the model (pixel space) unless set explicitly to the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vidgen_ray.configs import ConfigError, coerce, load_yaml, parse_set_args, set_dotted, to_dict, update, validate_all
+from vidgen_ray.data.config import DataConfig
+from vidgen_ray.models.base import ModelConfig
+from vidgen_ray.train.config import ParallelConfig, TrainConfig
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "vidgen-run"
+    storage_path: str = "./outputs/runs"  # local folder or s3:// / gs:// / abfs:// prefix
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def validate(self) -> None:
+        m, c = self.model, self.data.clip
+        if not m.family:
+            raise ValueError("no model chosen: pass a preset (e.g. --preset dit-debug) or model: {preset: ...} in YAML")
+        pixel = pixel_shape(m)
+        if (c.frames, c.height, c.width) != pixel:
+            raise ValueError(
+                f"data.clip is {c.frames}x{c.height}x{c.width} but model {m.name} takes {pixel[0]}x{pixel[1]}x{pixel[2]} "
+                f"(frames x height x width); drop the data.clip overrides or set model.frames/height/width to match"
+            )
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name {self.name!r} must be non-empty and contain no '/'")
+
+    def summary(self) -> str:
+        m, t, p = self.model, self.train, self.parallel
+        steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs"
+        return (
+            f"{self.name}: {m.name} ({m.family}) on {self.data.source or '<no data>'}; {steps}, batch {t.batch_size}x"
+            f"{p.num_workers} workers x{t.grad_accum} accum; {p.strategy} {p.precision}; -> {self.storage_path}"
+        )
+
+
+def pixel_shape(model: ModelConfig) -> tuple[int, int, int]:
+    """(frames, height, width) of the *videos* a model trains on (latent models say so themselves)."""
+    shape = getattr(model, "pixel_shape", None)
+    if shape is not None:
+        return tuple(shape)  # type: ignore[return-value]
+    return (model.frames, model.height, model.width)
+
+
+def _apply_model(cfg: ExperimentConfig, spec: Any) -> None:
+    from vidgen_ray.models.registry import get_preset
+
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"model: expected a preset name or a mapping with 'preset', got {spec!r}")
+    spec = dict(spec)
+    preset = spec.pop("preset", None)
+    if preset is not None:
+        cfg.model = get_preset(str(preset))
+    elif not cfg.model.family:
+        raise ConfigError("model: name a preset first (model: {preset: dit-debug, ...})")
+    update(cfg.model, spec, "model")
+
+
+def load_experiment(
+    preset: str | None = None,
+    config_file: str | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    **fields: Any,
+) -> ExperimentConfig:
+    """Build and validate an experiment. ``fields`` are dotted overrides too (``data__source=...``)."""
+    cfg = ExperimentConfig()
+    if preset:
+        _apply_model(cfg, preset)
+    if config_file:
+        data = load_yaml(config_file)
+        if "model" in data:
+            _apply_model(cfg, data.pop("model"))
+        update(cfg, data)
+    overrides = parse_set_args(sets) + [(k.replace("__", "."), v) for k, v in fields.items() if v is not None]
+    for key, value in overrides:
+        if key in ("model", "model.preset"):
+            _apply_model(cfg, {"preset": value})
+    clip_set = {k for k, _ in overrides if k.startswith("data.clip.")}
+    for key, value in overrides:
+        if key not in ("model", "model.preset"):
+            set_dotted(cfg, key, value)
+    # The model fixes the clip shape unless the user set it (then validate() checks they agree).
+    if cfg.model.family:
+        frames, height, width = pixel_shape(cfg.model)
+        for name, value in (("frames", frames), ("height", height), ("width", width)):
+            if f"data.clip.{name}" not in clip_set:
+                setattr(cfg.data.clip, name, value)
+    validate_all(cfg)
+    return cfg
+
+
+def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Inverse of ``to_dict`` (used for preset files written by Tune and for checkpoints)."""
+    data = dict(data)
+    cfg = ExperimentConfig()
+    model = data.pop("model", None)
+    if model is not None:
+        model = dict(model)
+        name = model.pop("name", None)
+        _apply_model(cfg, {"preset": name, **{k: v for k, v in model.items() if k != "family"}} if name else model)
+    update(cfg, data)
+    validate_all(cfg)
+    return cfg
+
+
+__all__ = ["ExperimentConfig", "ConfigError", "load_experiment", "experiment_from_dict", "to_dict", "pixel_shape", "coerce"]

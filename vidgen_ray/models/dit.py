@@ -1,0 +1,444 @@
+"""Video diffusion transformer: 3D patches, alternating spatial and temporal attention blocks
+(Latte's factorised variant, as in Open-Sora's STDiT), adaLN-Zero conditioning on timestep and
+class, optional captions through a built-in byte-level text encoder (cross-attention), trained
+with rectified flow and sampled with an Euler integrator and classifier-free guidance.
+
+    python -c "from vidgen_ray.models.registry import build_model, get_preset; \
+m = build_model(get_preset('dit-debug')); print(m.sample(1, seed=0, steps=4).shape)"
+
+One part, ``model`` (``DiTNet``); ``shard_units`` are its blocks (and the text encoder layers).
+
+Pixel space (``latent_channels=0``) or VAE latents: in latent mode the family holds a *frozen*
+autoencoder that is not a trained part: ``dit.attach_autoencoder(vae)`` with a trained
+``VideoVAE`` (or its ``Autoencoder``) whose latent geometry matches ``latent_channels``,
+``latent_spatial_compression`` and ``latent_temporal_compression``. ``losses`` then encodes
+``batch.video`` under ``no_grad`` and ``sample`` decodes. The autoencoder is a registered
+submodule (moved by ``.to``, saved in the family's state dict), kept in eval mode.
+
+FLOPs per sample: the transformer forward on one clip in its token space, including the text
+encoder when captions are on; the frozen VAE encode is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import (
+    Batch,
+    LossOutput,
+    ModelConfig,
+    VideoModel,
+    VideoShape,
+    eval_mode,
+    param_device,
+    param_dtype,
+    seeded_generator,
+    to_channels_last,
+)
+from .flops import attention_flops, linear_flops
+from .flow_matching import TimestepSampling, euler_sample, noisy_input, sample_timesteps, velocity_target
+from .text_encoder import ByteTextEncoder, encode_captions
+from .transformer_layers import MLP, CrossAttention, LayerNorm32, SelfAttention, TimestepEmbedding, sincos_embedding
+
+
+@dataclass
+class DiTConfig(ModelConfig):
+    name: str = "dit-debug"
+    family: Literal["dit"] = "dit"
+    hidden: int = 64
+    depth: int = 4  # blocks in total, alternating spatial (even) and temporal (odd) attention
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch: tuple[int, ...] = (1, 4, 4)  # (time, height, width) in the model's input space
+    qk_norm: bool = True
+    pos_embed: Literal["sincos", "learned"] = "sincos"
+    # VAE latents: latent_channels > 0 switches to latent mode with this geometry.
+    latent_channels: int = 0
+    latent_spatial_compression: int = 1
+    latent_temporal_compression: int = 1
+    # Conditioning (num_classes: the class count; 0 = no class embedding).
+    num_classes: int = 10
+    caption: bool = True
+    max_caption_bytes: int = 32
+    text_width: int = 64
+    text_depth: int = 1
+    text_heads: int = 4
+    cond_dropout: float = 0.1  # drop class and caption together (classifier-free guidance)
+    # Objective and default sampling options.
+    timestep_sampling: TimestepSampling = "logit_normal"
+    sample_steps: int = 32
+    guidance: float = 1.0
+
+    @property
+    def latent(self) -> bool:
+        return self.latent_channels > 0
+
+    @property
+    def model_shape(self) -> VideoShape:
+        """The shape the transformer sees: pixels, or latents after the VAE."""
+        if not self.latent:
+            return self.shape
+        return VideoShape(
+            self.frames // self.latent_temporal_compression,
+            self.height // self.latent_spatial_compression,
+            self.width // self.latent_spatial_compression,
+            self.latent_channels,
+        )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        s = self.model_shape
+        return (s.frames // self.patch[0], s.height // self.patch[1], s.width // self.patch[2])
+
+    def validate(self) -> None:
+        super().validate()
+        if self.hidden % self.heads:
+            self.fail(f"hidden {self.hidden} is not divisible by heads {self.heads}; set model.heads")
+        if self.caption and self.text_width % self.text_heads:
+            self.fail(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
+        if len(self.patch) != 3 or min(self.patch) < 1:
+            self.fail(f"patch {self.patch} must be three positive ints (time, height, width)")
+        if self.depth < 1 or self.max_caption_bytes < 1:
+            self.fail("depth and max_caption_bytes must be >= 1")
+        if min(self.latent_spatial_compression, self.latent_temporal_compression) < 1:
+            self.fail("latent compressions must be >= 1 (1 = none)")
+        if not self.latent and (self.latent_spatial_compression, self.latent_temporal_compression) != (1, 1):
+            self.fail("latent compressions are set but latent_channels is 0; set model.latent_channels")
+        # Each token covers patch x VAE compression pixels along each axis.
+        for field, size, p, factor in (
+            ("frames", self.frames, self.patch[0], self.latent_temporal_compression),
+            ("height", self.height, self.patch[1], self.latent_spatial_compression),
+            ("width", self.width, self.patch[2], self.latent_spatial_compression),
+        ):
+            multiple = p * factor
+            if size % multiple:
+                why = f" (patch {p} x VAE compression {factor})" if factor > 1 else ""
+                self.fail(
+                    f"{field} {size} is not divisible by patch size {multiple}{why}; "
+                    f"set model.{field} to a multiple of {multiple}"
+                )
+        if not 0.0 <= self.cond_dropout < 1.0:
+            self.fail(f"cond_dropout {self.cond_dropout} must be in [0, 1)")
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero block attending within frames ("spatial") or across frames ("temporal"), with
+    optional caption cross-attention. Tokens are [B, T, S, D] (S = tokens per frame)."""
+
+    def __init__(self, cfg: DiTConfig, axis: Literal["spatial", "temporal"]) -> None:
+        super().__init__()
+        d = cfg.hidden
+        self.axis = axis
+        self.norm1 = LayerNorm32(d, affine=False)
+        self.attn = SelfAttention(d, cfg.heads, cfg.qk_norm, cfg.dropout)
+        self.norm_cross = LayerNorm32(d) if cfg.caption else None
+        self.cross = CrossAttention(d, cfg.heads, cfg.qk_norm, cfg.dropout) if cfg.caption else None
+        self.norm2 = LayerNorm32(d, affine=False)
+        self.mlp = MLP(d, int(d * cfg.mlp_ratio), cfg.dropout)
+        self.ada = nn.Linear(d, 6 * d)  # shift/scale/gate for attention and MLP
+
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, text: torch.Tensor | None, text_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        b, t, s, d = x.shape
+        mods = self.ada(F.silu(c)).to(x.dtype)[:, None, None, :]
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods.chunk(6, dim=-1)
+        h = _modulate(self.norm1(x), shift_a, scale_a)
+        if self.axis == "spatial":
+            h = self.attn(h.reshape(b * t, s, d)).view(b, t, s, d)
+        else:
+            h = self.attn(h.transpose(1, 2).reshape(b * s, t, d)).view(b, s, t, d).transpose(1, 2)
+        x = x + gate_a * h
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x).reshape(b, t * s, d), text, text_mask).view(b, t, s, d)
+        return x + gate_m * self.mlp(_modulate(self.norm2(x), shift_m, scale_m))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_features: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm32(dim, affine=False)
+        self.ada = nn.Linear(dim, 2 * dim)
+        self.linear = nn.Linear(dim, out_features)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(F.silu(c)).to(x.dtype)[:, None, None, :].chunk(2, dim=-1)
+        return self.linear(_modulate(self.norm(x), shift, scale))
+
+
+class DiTNet(nn.Module):
+    """The trained part: (x_t [B, C, T, H, W], t [B], labels [B] | None, caption ids [B, L] | None)
+    -> velocity, same shape as x_t."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        d, shape = cfg.hidden, cfg.model_shape
+        self.grid, self.patch, self.channels = cfg.grid, tuple(cfg.patch), shape.channels
+        tg, hg, wg = self.grid
+        self.patch_embed = nn.Conv3d(shape.channels, d, self.patch, stride=self.patch)
+        if cfg.pos_embed == "learned":
+            self.pos_spatial = nn.Parameter(torch.randn(hg * wg, d) * 0.02)
+            self.pos_temporal = nn.Parameter(torch.randn(tg, d) * 0.02)
+        else:
+            self.register_buffer("pos_spatial", _sincos_2d(hg, wg, d), persistent=False)
+            self.register_buffer("pos_temporal", sincos_embedding(tg, d), persistent=False)
+        self.t_embed = TimestepEmbedding(d)
+        # Index num_classes is the "null" class used when the label is dropped (guidance).
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
+        self.text = (
+            ByteTextEncoder(cfg.text_width, cfg.text_depth, cfg.text_heads, cfg.max_caption_bytes, d, cfg.dropout)
+            if cfg.caption
+            else None
+        )
+        self.blocks = nn.ModuleList(DiTBlock(cfg, "spatial" if i % 2 == 0 else "temporal") for i in range(cfg.depth))
+        self.final = FinalLayer(d, math.prod(self.patch) * shape.channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """DiT's initialisation: xavier linears, zero adaLN, cross-attention output and final layer
+        (each block starts as the identity)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.weight.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        if self.class_embed is not None:
+            nn.init.normal_(self.class_embed.weight, std=0.02)
+        if self.text is not None:
+            nn.init.normal_(self.text.embed.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada.weight)
+            nn.init.zeros_(block.ada.bias)
+            if block.cross is not None:  # PixArt: captions start with no effect on the residual stream
+                nn.init.zeros_(block.cross.proj.weight)
+        for layer in (self.final.ada, self.final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        caption_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b = x.shape[0]
+        tg, hg, wg = self.grid
+        tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # [B, Tg, S, D]
+        positions = self.pos_spatial[None, None] + self.pos_temporal[None, :, None]  # [1, Tg, S, D]
+        tokens = tokens + positions.to(tokens.dtype)
+        c = self.t_embed(t)
+        if self.class_embed is not None:
+            c = c + self.class_embed(labels)
+        text = text_mask = None
+        if self.text is not None:
+            text, text_mask = self.text(caption_ids)
+        for block in self.blocks:
+            tokens = block(tokens, c, text, text_mask)
+        out = self.final(tokens, c)  # [B, Tg, S, pt*ph*pw*C]
+        pt, ph, pw = self.patch
+        out = out.view(b, tg, hg, wg, pt, ph, pw, self.channels).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(b, self.channels, tg * pt, hg * ph, wg * pw)
+
+
+def _sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """2D sin-cos embedding [h * w, dim]: half the channels for rows, half for columns (DiT/MAE)."""
+    half = dim // 2
+    rows = sincos_embedding(h, half)[:, None, :].expand(h, w, half)
+    cols = sincos_embedding(w, dim - half)[None, :, :].expand(h, w, dim - half)
+    return torch.cat([rows, cols], dim=-1).reshape(h * w, dim)
+
+
+def dit_flops(cfg: DiTConfig) -> int:
+    """Analytic forward FLOPs of DiTNet for one clip (the formula FlopCounterMode reproduces)."""
+    d, shape = cfg.hidden, cfg.model_shape
+    tg, hg, wg = cfg.grid
+    s, n = hg * wg, tg * hg * wg
+    patch_out = math.prod(cfg.patch) * shape.channels
+    mlp = int(d * cfg.mlp_ratio)
+    total = linear_flops(patch_out, d, n)  # patch embedding (a strided conv = a matmul per patch)
+    total += linear_flops(256, d) + linear_flops(d, d)  # timestep MLP
+    text_len = cfg.max_caption_bytes
+    for i in range(cfg.depth):
+        total += linear_flops(d, 6 * d)  # adaLN modulation (once per clip)
+        total += linear_flops(d, 3 * d, n) + linear_flops(d, d, n)  # qkv + output projection
+        total += attention_flops(tg, s, s, d) if i % 2 == 0 else attention_flops(s, tg, tg, d)
+        total += 2 * linear_flops(d, mlp, n)
+        if cfg.caption:
+            total += 2 * linear_flops(d, d, n) + linear_flops(d, 2 * d, text_len)
+            total += attention_flops(1, n, text_len, d)
+    total += linear_flops(d, 2 * d) + linear_flops(d, patch_out, n)  # final adaLN + projection
+    if cfg.caption:
+        w = cfg.text_width
+        per_layer = linear_flops(w, 3 * w, text_len) + attention_flops(1, text_len, text_len, w)
+        per_layer += linear_flops(w, w, text_len) + 2 * linear_flops(w, 4 * w, text_len)
+        total += cfg.text_depth * per_layer + linear_flops(w, d, text_len)
+    return total
+
+
+class VideoDiT(VideoModel):
+    family = "dit"
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.net = DiTNet(config)
+        self.autoencoder: nn.Module | None = None
+        self._flops = dit_flops(config)
+
+    # --- latent mode ----------------------------------------------------------------------
+    def attach_autoencoder(self, vae: nn.Module) -> None:
+        """Use a trained VAE (``VideoVAE`` or its ``Autoencoder``) as the frozen latent codec."""
+        cfg = self.config
+        if not cfg.latent:
+            raise ValueError(f"{cfg.name} works in pixel space (latent_channels=0); set model.latent_channels")
+        autoencoder = getattr(vae, "net", vae)
+        vae_cfg = getattr(autoencoder, "config", None)
+        if vae_cfg is None or getattr(vae_cfg, "family", None) != "vae":
+            raise TypeError(f"attach_autoencoder needs a VideoVAE or its Autoencoder, got {type(vae).__name__}")
+        ours = (cfg.latent_channels, cfg.latent_spatial_compression, cfg.latent_temporal_compression)
+        theirs = (vae_cfg.z_channels, vae_cfg.spatial_compression, vae_cfg.temporal_compression)
+        if ours != theirs:
+            raise ValueError(
+                f"{cfg.name} expects latents (channels, spatial, temporal compression) = {ours} but "
+                f"{vae_cfg.name} gives {theirs}; set model.latent_channels / latent_spatial_compression / "
+                "latent_temporal_compression to match the VAE"
+            )
+        autoencoder.requires_grad_(False)
+        self.autoencoder = autoencoder.eval()
+
+    def train(self, mode: bool = True) -> VideoDiT:
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen codec: never in training mode
+        return self
+
+    def _autoencoder(self) -> nn.Module:
+        if self.autoencoder is None:
+            raise RuntimeError(
+                f"{self.config.name} works on VAE latents (latent_channels={self.config.latent_channels}): "
+                "call model.attach_autoencoder(vae) with a trained VideoVAE first (see docs/models.md)"
+            )
+        return self.autoencoder
+
+    # --- conditioning ---------------------------------------------------------------------
+    def _conditions(
+        self, labels: torch.Tensor | None, captions: list[str] | None, drop: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Labels and caption ids on ``device`` with the rows in ``drop`` (bool [n], CPU) made
+        unconditional: the null class and the empty caption."""
+        cfg = self.config
+        label_out = ids = None
+        if cfg.num_classes:
+            labels = labels.to(device)
+            label_out = torch.where(drop.to(device), torch.full_like(labels, cfg.num_classes), labels)
+        if cfg.caption:
+            kept = ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
+            ids = encode_captions(kept, cfg.max_caption_bytes).to(device)
+        return label_out, ids
+
+    def _check_batch(self, batch: Batch) -> None:
+        cfg = self.config
+        if cfg.num_classes and batch.label is None:
+            raise ValueError(
+                f"{cfg.name} is class-conditional (num_classes={cfg.num_classes}) but the batch has no "
+                "labels; add labels to the manifest or set model.num_classes=0"
+            )
+        if cfg.caption and batch.caption is None:
+            raise ValueError(
+                f"{cfg.name} is caption-conditional but the batch has no captions; add captions to the "
+                "manifest or set model.caption=false"
+            )
+
+    # --- trainer surface ------------------------------------------------------------------
+    def parts(self) -> dict[str, nn.Module]:
+        return {"model": self.net}
+
+    def shard_units(self, part: str) -> list[nn.Module]:
+        if part != "model":
+            raise KeyError(f"dit has one part, 'model', not {part!r}")
+        text_layers = [] if self.net.text is None else list(self.net.text.layers)
+        return [*self.net.blocks, *text_layers]
+
+    def losses(self, part: str, batch: Batch, step: int) -> LossOutput:
+        if part != "model":
+            raise KeyError(f"dit has one part, 'model', not {part!r}")
+        cfg = self.config
+        self._check_batch(batch)
+        x0 = batch.video
+        if cfg.latent:
+            codec = self._autoencoder()
+            with torch.no_grad():
+                x0 = codec(x0.to(param_dtype(codec)), mode="encode").to(batch.video.dtype)
+        n, device = x0.shape[0], x0.device
+        drop = torch.rand(n) < cfg.cond_dropout  # host RNG: caption dropping happens on the host
+        labels, ids = self._conditions(batch.label, batch.caption, drop, device)
+        noise = torch.randn_like(x0)
+        t = sample_timesteps(n, cfg.timestep_sampling, device)
+        velocity = self.net(noisy_input(x0, noise, t), t, labels, ids)
+        loss = F.mse_loss(velocity.float(), velocity_target(x0, noise).float())
+        return LossOutput(loss, {"loss": loss.item()})
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        seed: int,
+        labels: torch.Tensor | None = None,
+        captions: list[str] | None = None,
+        **options,
+    ) -> torch.Tensor:
+        """Options: ``steps`` (Euler steps, default config.sample_steps), ``guidance`` (CFG scale,
+        default config.guidance; 1 = no guidance). Without ``labels`` a class-conditional model
+        draws random classes from the seed; without ``captions`` it samples caption-free ("")."""
+        cfg = self.config
+        if cfg.latent:
+            self._autoencoder()  # fail before sampling, not after
+        steps = int(options.get("steps", cfg.sample_steps))
+        guidance = float(options.get("guidance", cfg.guidance))
+        device, dtype = param_device(self.net), param_dtype(self.net)
+        rng = seeded_generator(seed, device)
+        shape = cfg.model_shape
+        noise = torch.randn(n, shape.channels, shape.frames, shape.height, shape.width, device=device, generator=rng)
+        if cfg.num_classes and labels is None:
+            labels = torch.randint(cfg.num_classes, (n,), device=device, generator=rng)
+        if cfg.caption and captions is None:
+            captions = [""] * n
+        cond = self._conditions(labels, captions, torch.zeros(n, dtype=torch.bool), device)
+        guided = guidance != 1.0 and (cfg.num_classes > 0 or cfg.caption)
+        if guided:
+            null = self._conditions(labels, captions, torch.ones(n, dtype=torch.bool), device)
+            both = [None if c is None else torch.cat([c, u]) for c, u in zip(cond, null)]
+
+            def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                x = x.to(dtype)
+                v_cond, v_uncond = self.net(torch.cat([x, x]), torch.cat([t, t]), *both).float().chunk(2)
+                return v_uncond + guidance * (v_cond - v_uncond)
+        else:
+
+            def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return self.net(x.to(dtype), t, *cond).float()
+
+        with eval_mode(self):
+            x = euler_sample(velocity, noise, steps)  # the state stays fp32; the network sees `dtype`
+            if cfg.latent:
+                codec = self._autoencoder()
+                x = codec(x.to(param_dtype(codec)), mode="decode")
+        return to_channels_last(x.float().clamp(-1, 1))
+
+    def flops_per_sample(self) -> int:
+        return self._flops

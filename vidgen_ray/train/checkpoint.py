@@ -1,0 +1,240 @@
+"""Checkpoints that resume exactly, for every strategy, plus consolidated weights for inference.
+
+A checkpoint directory (one per ``ray.train.report``; Ray merges every rank's files into it):
+
+    meta.json           rank 0, written last: TrainState (step, epoch, data position, early-stopping
+                        state, loss history), the experiment config, strategy and world size
+    rng/rank{r}.pt      every rank: Python, NumPy, torch (and CUDA) RNG states
+    state.pt            none / ddp: per part model + optimizer + scheduler (+ fp16 scaler), and the EMA
+    dcp/                fsdp2: torch.distributed.checkpoint shards of models, optimizers and EMA
+    sched.pt            fsdp2: schedulers
+    ds_<part>/          deepspeed: the engine's own ZeRO checkpoint per part; EMA in ema.pt
+    model.pt            rank 0: consolidated weights (+ EMA) that evaluate/serve load on one device
+
+``load_for_inference(uri)`` reads ``meta.json`` + ``model.pt`` from a local path or object storage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vidgen_ray.train.ema import EMA
+from vidgen_ray.train.parallelize import Part
+
+META = "meta.json"
+WEIGHTS = "model.pt"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    items_consumed: int = 0  # data position: items of the train stream fully consumed (all workers)
+    samples_seen: int = 0
+    best_metric: float | None = None
+    validations_without_improvement: int = 0
+    history: list = field(default_factory=list)  # [step, loss] at every log interval
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _clean_key(key: str) -> str:
+    # Activation checkpointing and torch.compile wrap modules; weights keep their plain names.
+    return key.replace("._checkpoint_wrapped_module", "").replace("_checkpoint_wrapped_module.", "").replace("._orig_mod", "")
+
+
+def clean_state_dict(sd: dict) -> dict:
+    return {_clean_key(k): v for k, v in sd.items()}
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+# --- saving ------------------------------------------------------------------------------------------
+
+
+def _save_rng(directory: Path) -> None:
+    (directory / "rng").mkdir(parents=True, exist_ok=True)
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(state, directory / "rng" / f"rank{_rank()}.pt")
+
+
+def _consolidated(parts: dict[str, Part], ema: EMA | None, ema_part: str | None) -> tuple[dict, dict | None]:
+    """Full (unsharded) weights on rank 0; a collective for FSDP2 and ZeRO-3, so every rank calls it."""
+    weights: dict[str, dict] = {}
+    for name, part in parts.items():
+        if part.strategy == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            sd = get_model_state_dict(part.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        elif part.engine is not None and part.engine.zero_optimization_stage() == 3:
+            sd = part.engine._zero3_consolidated_16bit_state_dict() or {}
+        else:
+            sd = {k: v.detach().cpu() for k, v in part.raw.state_dict().items()}
+        weights[name] = clean_state_dict(sd)
+    ema_sd = None
+    if ema is not None and ema_part is not None:
+        names = [n for n, p in parts[ema_part].raw.named_parameters() if p.requires_grad]
+        full = [s.full_tensor() if hasattr(s, "full_tensor") else s for s in ema.shadow]
+        ema_sd = {_clean_key(n): t.detach().cpu() for n, t in zip(names, full)}
+    return weights, ema_sd
+
+
+def save(directory: str | Path, parts: dict[str, Part], ema: EMA | None, ema_part: str | None, state: TrainState,
+         experiment: dict, export_weights: bool = True) -> None:
+    """Every rank calls this with its own local ``directory``; Ray merges them on upload."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rank = _rank()
+    _save_rng(directory)
+    strategy = next(iter(parts.values())).strategy
+    if strategy in ("none", "ddp"):
+        if rank == 0:
+            payload = {
+                name: {
+                    "model": clean_state_dict(p.raw.state_dict()),
+                    "optimizer": p.optimizer.state_dict(),
+                    "scheduler": p.scheduler.state_dict(),
+                    "scaler": p.scaler.state_dict() if p.scaler is not None else None,
+                }
+                for name, p in parts.items()
+            }
+            payload["__ema__"] = ema.state_dict() if ema is not None else None
+            torch.save(payload, directory / "state.pt")
+    elif strategy == "fsdp2":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        sd = {}
+        for name, p in parts.items():
+            model_sd, optim_sd = get_state_dict(p.raw, p.optimizer)
+            sd[name] = {"model": model_sd, "optimizer": optim_sd}
+        if ema is not None:
+            sd["__ema__"] = {str(i): t for i, t in enumerate(ema.shadow)}
+        dcp.save(sd, checkpoint_id=str(directory / "dcp"))
+        if rank == 0:
+            torch.save({name: p.scheduler.state_dict() for name, p in parts.items()}, directory / "sched.pt")
+    else:  # deepspeed
+        for name, p in parts.items():
+            p.engine.save_checkpoint(str(directory / f"ds_{name}"), tag="state")
+        if rank == 0 and ema is not None:
+            torch.save(ema.state_dict(), directory / "ema.pt")
+    if export_weights:
+        weights, ema_sd = _consolidated(parts, ema, ema_part)
+        if rank == 0:
+            torch.save({"weights": weights, "ema": ema_sd, "ema_part": ema_part}, directory / WEIGHTS)
+    if rank == 0:
+        meta = {"state": state.to_json(), "experiment": experiment, "strategy": strategy, "parts": list(parts),
+                "world_size": dist.get_world_size() if dist.is_initialized() else 1}
+        (directory / META).write_text(json.dumps(meta, indent=1, default=str))
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def read_meta(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / META).read_text())
+
+
+def load(directory: str | Path, parts: dict[str, Part], ema: EMA | None) -> TrainState:
+    """Restore everything ``save`` wrote into the live parts (same strategy and world size)."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    strategy = next(iter(parts.values())).strategy
+    if meta["strategy"] != strategy:
+        raise ValueError(f"checkpoint was written with strategy {meta['strategy']!r}, this run uses {strategy!r}; "
+                         f"use the same parallel.strategy to resume (or start a new run name)")
+    if strategy in ("none", "ddp"):
+        payload = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+        for name, p in parts.items():
+            missing = p.raw.load_state_dict(payload[name]["model"], strict=False)
+            if missing.missing_keys or missing.unexpected_keys:
+                _load_wrapped(p.raw, payload[name]["model"])
+            p.optimizer.load_state_dict(payload[name]["optimizer"])
+            p.scheduler.load_state_dict(payload[name]["scheduler"])
+            if p.scaler is not None and payload[name]["scaler"] is not None:
+                p.scaler.load_state_dict(payload[name]["scaler"])
+        if ema is not None and payload.get("__ema__"):
+            ema.load_state_dict(payload["__ema__"])
+    elif strategy == "fsdp2":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        sd = {}
+        for name, p in parts.items():
+            model_sd, optim_sd = get_state_dict(p.raw, p.optimizer)
+            sd[name] = {"model": model_sd, "optimizer": optim_sd}
+        if ema is not None:
+            sd["__ema__"] = {str(i): t for i, t in enumerate(ema.shadow)}
+        dcp.load(sd, checkpoint_id=str(directory / "dcp"))
+        for name, p in parts.items():
+            set_state_dict(p.raw, p.optimizer, model_state_dict=sd[name]["model"], optim_state_dict=sd[name]["optimizer"])
+        scheds = torch.load(directory / "sched.pt", map_location="cpu", weights_only=False)
+        for name, p in parts.items():
+            p.scheduler.load_state_dict(scheds[name])
+    else:
+        for name, p in parts.items():
+            p.engine.load_checkpoint(str(directory / f"ds_{name}"), tag="state")
+        if ema is not None and (directory / "ema.pt").exists():
+            ema.load_state_dict(torch.load(directory / "ema.pt", map_location="cpu", weights_only=False))
+    rng_file = directory / "rng" / f"rank{_rank()}.pt"
+    if rng_file.exists():
+        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    return TrainState(**meta["state"])
+
+
+def _load_wrapped(module: torch.nn.Module, sd: dict) -> None:
+    """Load plain-named weights into a module whose blocks are wrapped (activation checkpointing)."""
+    own = {_clean_key(k): k for k in module.state_dict()}
+    module.load_state_dict({own[k]: v for k, v in sd.items()}, strict=True)
+
+
+# --- inference ---------------------------------------------------------------------------------------
+
+
+def load_for_inference(uri: str, use_ema: bool = True, device: str | torch.device = "cpu"):
+    """A checkpoint (local path or object-store URI) -> (model in eval mode, experiment config dict)."""
+    from vidgen_ray import storage
+    from vidgen_ray.config import experiment_from_dict
+    from vidgen_ray.models.registry import build_model
+
+    meta = json.loads(storage.read_text(storage.join(uri, META)))
+    blob = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS))), map_location="cpu", weights_only=False)
+    experiment = experiment_from_dict(meta["experiment"])
+    model = build_model(experiment.model)
+    for name, module in model.parts().items():
+        module.load_state_dict(blob["weights"][name])
+    if use_ema and blob.get("ema") is not None:
+        part = model.parts()[blob["ema_part"]]
+        missing, unexpected = part.load_state_dict(blob["ema"], strict=False)
+        if unexpected:
+            raise ValueError(f"EMA weights do not match the model: unexpected keys {unexpected[:3]}")
+    model.to(device).eval()
+    return model, experiment, meta
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest complete checkpoint (has ``meta.json``) under a run directory, by step."""
+    from vidgen_ray import storage
+
+    if not storage.exists(run_dir):
+        return None
+    candidates = sorted({e.uri.rsplit("/", 1)[0] for e in storage.list_files(run_dir) if e.uri.endswith("/" + META)})
+    return candidates[-1] if candidates else None

@@ -1,0 +1,242 @@
+"""The train loop that runs on every Ray Train worker, top to bottom.
+
+    setup -> parallelize -> resume -> for each batch: [wait for data] -> [step every part]
+          -> log / validate / sample / checkpoint at their intervals -> final report
+
+Ray Train calls ``train_loop_per_worker({"experiment": ExperimentConfig, ...})``. The model family
+supplies the losses; ``parallelize`` supplies the strategy; this file owns the order of events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vidgen_ray.config import ExperimentConfig
+from vidgen_ray.configs import to_dict
+from vidgen_ray.data.normalize import Normalizer
+from vidgen_ray.data.pipeline import torch_batches
+from vidgen_ray.models.base import Batch, VideoModel
+from vidgen_ray.models.registry import build_model
+from vidgen_ray.runtime import get_logger
+from vidgen_ray.train import checkpoint as ckpt
+from vidgen_ray.train.ema import EMA
+from vidgen_ray.train.parallelize import Part, autocast, parallelize
+from vidgen_ray.train.samples import write_samples
+from vidgen_ray.train.telemetry import Telemetry, progress_line
+from vidgen_ray.train.validate import validate
+
+log = get_logger("train")
+
+
+@dataclass
+class RunPlan:
+    """Derived values, computed once on the driver, asserted and printed."""
+
+    total_steps: int
+    epochs: int  # passes in the train stream
+    steps_per_epoch: int
+    global_batch: int
+    items_per_step: float  # stream items consumed per optimizer step (for the data position)
+    clips_per_item: float
+
+
+def _all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _ema_part(model: VideoModel) -> str:
+    """The part whose weights generate samples (the GAN's generator; the only part elsewhere)."""
+    names = list(model.parts())
+    return "generator" if "generator" in names else names[0]
+
+
+def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], step: int, device, precision: str,
+               grad_accum: int) -> dict[str, float]:
+    """One optimizer step of every part (in the family's order) over ``grad_accum`` micro-batches."""
+    metrics: dict[str, float] = {}
+    for name, part in parts.items():
+        others = [p for n, p in parts.items() if n != name]
+        totals: dict[str, float] = {}
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with contextlib.ExitStack() as stack:
+                if not last and part.engine is None:
+                    stack.enter_context(part.no_sync())  # accumulate locally, all-reduce once
+                for other in others:
+                    stack.enter_context(other.inactive())  # an inactive part never syncs grads
+                with autocast(device, precision):
+                    out = model.losses(name, batch, step)
+                part.backward(out.loss, grad_accum, last)
+            totals[f"loss_{name}"] = totals.get(f"loss_{name}", 0.0) + float(out.loss.detach()) / len(batches)
+            for k, v in out.metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) / len(batches)
+        totals[f"grad_norm_{name}"] = part.step()
+        for other in others:
+            other.zero_grad()  # grads an inactive part may have received are never applied
+        metrics.update(totals)
+    metrics["loss"] = sum(v for k, v in metrics.items() if k.startswith("loss_"))
+    return metrics
+
+
+def _to_batch(raw: dict, normalizer: Normalizer, device: torch.device, num_classes: int) -> Batch:
+    video = normalizer(raw["video"].to(device, non_blocking=True))
+    label = raw["label"].to(device) if num_classes > 0 else None
+    if label is not None:
+        label = label.clamp(min=0) % num_classes  # unlabeled (-1) clips map to a valid class id
+    return Batch(video=video, label=label, caption=raw["caption"])
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg: ExperimentConfig = config["experiment"]
+    plan: RunPlan = config["plan"]
+    normalizer: Normalizer = config["normalizer"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if cfg.parallel.use_gpu else torch.device("cpu")
+    torch.set_num_threads(max(1, int(cfg.parallel.cpus_per_worker)))
+    _seed_everything(cfg.train.seed)  # identical init on every rank; data order differs by shard
+    if cfg.parallel.strategy == "deepspeed":
+        from vidgen_ray.train.parallelize import init_deepspeed_env
+
+        init_deepspeed_env()
+
+    # --- model, strategy, EMA ----------------------------------------------------------------------
+    model = build_model(cfg.model)
+    parts = parallelize(model, cfg.parallel, cfg.train, device, plan.total_steps)
+    ema_part = _ema_part(model)
+    ema = EMA(parts[ema_part].raw, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+
+    # --- resume ------------------------------------------------------------------------------------
+    state = ckpt.TrainState()
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            state = ckpt.load(d, parts, ema)
+        if rank == 0:
+            log.info("resumed from %s at step %d (epoch %d, item %d)", restored.path, state.step, state.epoch, state.items_consumed)
+    _seed_everything(cfg.train.seed + 1000 * rank + state.step)  # per-rank randomness (noise, timesteps)
+
+    flops = model.flops_per_sample()
+    tokens = int(getattr(model, "tokens_per_sample", lambda: cfg.model.frames)())
+    telemetry = Telemetry(cfg.name, rank, world, flops, tokens, device, cfg.parallel.precision)
+    if rank == 0:
+        params = sum(p.numel() for p in model.parameters())
+        log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %d = %d/step | %d steps",
+                 cfg.model.name, params, flops / 1e9, world, cfg.train.batch_size, cfg.train.grad_accum,
+                 plan.global_batch, plan.total_steps)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if "val" in config.get("splits", ()) else None
+    step_losses: dict[str, float] = {}
+    stop_reason = ""
+
+    def report(final: bool) -> None:
+        """Validate, sample, checkpoint; every rank calls this at the same steps (report is a barrier)."""
+        nonlocal stop_reason
+        metrics = _all_reduce_mean(dict(step_losses), device)
+        metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed)
+        if val_shard is not None:
+            val = validate(model, parts, val_shard, cfg, normalizer, device, state.step)
+            metrics.update(_all_reduce_mean(val, device))
+            _update_early_stopping(cfg, state, metrics)
+        write_samples(model, ema, cfg, state.step, final, rank, batch=last_batch)
+        tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
+        ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
+        metrics.update({k: v for k, v in telemetry_last.items()})
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
+            checkpoint_dir_name=f"checkpoint_{state.step:09d}",
+            checkpoint_upload_mode=(ray.train.CheckpointUploadMode.ASYNC if cfg.train.async_checkpoint_upload
+                                    else ray.train.CheckpointUploadMode.SYNC),
+            delete_local_checkpoint_after_upload=True,
+        )
+        if rank == 0:
+            val_text = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
+            log.info("checkpoint at step %d%s", state.step, f" | {val_text}" if val_text else "")
+        if cfg.train.early_stop_metric and state.validations_without_improvement >= cfg.train.early_stop_patience:
+            stop_reason = f"early stop: {cfg.train.early_stop_metric} did not improve in {cfg.train.early_stop_patience} validations"
+
+    telemetry_last: dict[str, float] = {}
+    last_batch: Batch | None = None
+    batches_iter = iter(torch_batches(train_shard, cfg.train.batch_size, cfg.data))
+    micro: list[Batch] = []
+    while state.step < plan.total_steps and not stop_reason:
+        # --- wait for data (measured: the accelerator idles here) -------------------------------------
+        t0 = time.perf_counter()
+        raw = next(batches_iter, None)
+        telemetry.waited(time.perf_counter() - t0)
+        if raw is None:
+            break  # the stream is exhausted: every worker sees this at the same step (equal shards)
+        last_batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
+        micro.append(last_batch)
+        state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
+        if len(micro) < cfg.train.grad_accum:
+            continue
+        # --- compute ------------------------------------------------------------------------------------
+        model.train()
+        step_losses = train_step(model, parts, micro, state.step, device, cfg.parallel.precision, cfg.train.grad_accum)
+        if ema is not None:
+            ema.update()
+        state.step += 1
+        state.samples_seen += plan.global_batch
+        state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
+        telemetry.stepped(sum(b.size for b in micro))
+        micro = []
+        if not math.isfinite(step_losses["loss"]):
+            raise FloatingPointError(f"loss is {step_losses['loss']} at step {state.step}; lower train.optim.lr or use fp32")
+        # --- log ----------------------------------------------------------------------------------------
+        if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:
+            telemetry_last = telemetry.flush(step_losses)
+            state.history.append([state.step, round(step_losses["loss"], 6)])
+            if rank == 0:
+                log.info(progress_line(state.step, plan.total_steps, state.epoch, step_losses, telemetry_last,
+                                       next(iter(parts.values())).lr))
+        if state.step % cfg.train.checkpoint_every == 0 and state.step < plan.total_steps:
+            report(final=False)
+    if not stop_reason and state.step < plan.total_steps and rank == 0:
+        log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
+    report(final=True)
+    if rank == 0:
+        log.info("done at step %d%s", state.step, f" ({stop_reason})" if stop_reason else "")
+
+
+def _update_early_stopping(cfg: ExperimentConfig, state: ckpt.TrainState, metrics: dict) -> None:
+    name = cfg.train.early_stop_metric
+    if not name:
+        return
+    if name not in metrics:
+        raise KeyError(f"train.early_stop_metric {name!r} is not a reported metric; choose from {sorted(metrics)}")
+    value = float(metrics[name])
+    better = state.best_metric is None or (value < state.best_metric if cfg.train.early_stop_mode == "min" else value > state.best_metric)
+    if better:
+        state.best_metric = value
+        state.validations_without_improvement = 0
+    else:
+        state.validations_without_improvement += 1

@@ -1,0 +1,156 @@
+"""Driver side of training: data units -> plan -> TorchTrainer -> fit.
+
+    vidgen-ray train --preset gan-debug --data ./outputs/synth --set train.max_steps=50
+    ray job submit --working-dir . -- python jobs/train.py --preset dit-b --data s3://bucket/videos/
+
+Rerunning with the same ``name`` and ``storage_path`` resumes from the newest checkpoint; within a
+run, a dead worker or node restarts the worker group (``parallel.max_failures`` times) from the last
+checkpoint. The train dataset is a factory that Ray Train calls at every (re)start, so the restarted
+stream begins at the data position saved in that checkpoint instead of at item 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vidgen_ray import storage
+from vidgen_ray.config import ExperimentConfig
+from vidgen_ray.data.normalize import Normalizer, channel_stats
+from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context
+from vidgen_ray.data.prepare import training_units
+from vidgen_ray.runtime import get_logger, init_ray
+from vidgen_ray.train.checkpoint import latest_checkpoint, read_meta
+from vidgen_ray.train.loop import RunPlan, train_loop_per_worker
+
+log = get_logger("train.run")
+
+
+def make_plan(cfg: ExperimentConfig, train_units: Units) -> RunPlan:
+    t = cfg.train
+    global_batch = t.batch_size * cfg.parallel.num_workers * t.grad_accum
+    clips_per_epoch = len(train_units) * train_units.clips_per_unit
+    steps_per_epoch = int(clips_per_epoch // global_batch)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the train split holds {clips_per_epoch:.0f} clips but one step needs {global_batch} "
+            f"(batch {t.batch_size} x {cfg.parallel.num_workers} workers x accum {t.grad_accum}); "
+            f"lower train.batch_size, raise data.clip.clips_per_video, or add videos"
+        )
+    if t.max_steps:
+        total = t.max_steps
+        epochs = math.ceil(total * global_batch / clips_per_epoch) + 1  # +1: slack for the equal split's remainder
+    else:
+        epochs = t.epochs
+        total = int(epochs * clips_per_epoch // global_batch)
+    plan = RunPlan(total, epochs, steps_per_epoch, global_batch, global_batch / train_units.clips_per_unit, train_units.clips_per_unit)
+    assert plan.total_steps >= 1 and plan.epochs >= 1
+    log.info("plan: %d steps, %d epoch(s) in the stream, %d steps/epoch, global batch %d, %.1f clips per unit",
+             plan.total_steps, plan.epochs, plan.steps_per_epoch, plan.global_batch, plan.clips_per_item)
+    return plan
+
+
+@dataclass
+class TrainStream:
+    """``datasets={"train": TrainStream(...)}``: Ray Train calls it at every worker-group (re)start."""
+
+    units: Units
+    cfg: ExperimentConfig
+    epochs: int
+    actors: int
+
+    def __call__(self):
+        start_item = 0
+        latest = latest_checkpoint(storage.join(self.cfg.storage_path, self.cfg.name))
+        if latest is not None:
+            start_item = int(read_meta_uri(latest)["state"]["items_consumed"])
+        total = len(self.units) * self.epochs
+        start_item = min(start_item, total - 1)
+        log.info("train stream: %d units x %d epochs from item %d", len(self.units), self.epochs, start_item)
+        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item, actors=self.actors)
+
+
+def read_meta_uri(uri: str) -> dict:
+    import json
+
+    local = storage.local_path(uri)
+    if local is not None:
+        return read_meta(local)
+    return json.loads(storage.read_text(storage.join(uri, "meta.json")))
+
+
+def normalizer_for(cfg: ExperimentConfig, units: dict[str, Units], meta: dict) -> Normalizer:
+    if cfg.data.normalize != "mean_std":
+        return Normalizer(cfg.data.normalize)
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None:
+        rows = clip_stream(units["train"], cfg.data, "train", augment=False, actors=1).take(cfg.data.stats_clips)
+        mean, std = channel_stats([r["video"] for r in rows])
+    log.info("per-channel mean %s std %s (train split)", [round(m, 4) for m in mean], [round(s, 4) for s in std])
+    return Normalizer("mean_std", tuple(mean), tuple(std))
+
+
+def build_trainer(cfg: ExperimentConfig):
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    configure_data_context()  # the Trainer captures the DataContext when it is created
+    units, meta = training_units(cfg.data)
+    plan = make_plan(cfg, units["train"])
+    normalizer = normalizer_for(cfg, units, meta)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    train_cpus = cfg.parallel.num_workers * cfg.parallel.cpus_per_worker
+    decode = cfg.data.decode_workers or max(1, int(cpus - train_cpus - 1))
+    datasets = {"train": TrainStream(units["train"], cfg, plan.epochs, decode)}
+    if len(units["val"]):
+        datasets["val"] = clip_stream(units["val"], cfg.data, "val", actors=1)
+    else:
+        log.warning("the val split is empty: validation, early stopping and keep-best are off")
+    resources = {"CPU": cfg.parallel.cpus_per_worker}
+    if cfg.parallel.worker_resource:
+        resources[cfg.parallel.worker_resource] = 0.01
+    storage_path, storage_fs = cfg.storage_path, None
+    if storage.local_path(cfg.storage_path) is None:
+        storage_fs, storage_path = storage.resolve(cfg.storage_path)
+    else:
+        storage_path = storage.local_path(cfg.storage_path)
+    keep_best = cfg.train.keep_best if len(units["val"]) else None
+    backend = cfg.parallel.backend if cfg.parallel.backend != "auto" else ("nccl" if cfg.parallel.use_gpu else "gloo")
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"experiment": cfg, "plan": plan, "normalizer": normalizer, "splits": tuple(datasets)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.parallel.num_workers, use_gpu=cfg.parallel.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.parallel.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.train.keep_last,
+                checkpoint_score_attribute=keep_best,
+                checkpoint_score_order=cfg.train.keep_best_mode,
+            ),
+        ),
+        datasets=datasets,
+        torch_config=TorchConfig(backend=backend),
+    )
+
+
+def local_cpus_needed(cfg: ExperimentConfig) -> int:
+    """Logical CPUs a local instance needs: the workers, decode tasks for train and val, one spare."""
+    decode = cfg.data.decode_workers or 2
+    return int(math.ceil(cfg.parallel.num_workers * cfg.parallel.cpus_per_worker)) + decode + 2
+
+
+def train(cfg: ExperimentConfig, address: str | None = None):
+    init_ray(address=address, num_cpus=local_cpus_needed(cfg))
+    log.info("%s", cfg.summary())
+    trainer = build_trainer(cfg)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    log.info("finished: checkpoint %s", result.checkpoint.path if result.checkpoint else None)
+    return result

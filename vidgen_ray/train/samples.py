@@ -1,0 +1,57 @@
+"""Sample videos during training: MP4 per sample plus a contact-sheet PNG, in the run's storage.
+
+    <storage_path>/<name>/samples/step_000000200/sample_00.mp4 ... grid.png
+
+Every rank runs ``sample`` (sharded models need all ranks in the forward pass); rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from vidgen_ray import storage
+from vidgen_ray.media import contact_sheet, encode_mp4, encode_png
+from vidgen_ray.models.base import Batch, VideoModel, to_uint8
+
+
+def conditioning(model: VideoModel, batch: Batch | None, n: int) -> dict:
+    """What to condition samples on: labels / captions / context frames taken from a real batch."""
+    if batch is None:
+        return {}
+    if hasattr(model, "sample_conditioning"):
+        return model.sample_conditioning(batch, n)
+    out: dict = {}
+    if batch.label is not None:
+        out["labels"] = batch.label[:n]
+    if batch.caption is not None:
+        out["captions"] = list(batch.caption[:n])
+    return out
+
+
+def samples_dir(storage_path: str, name: str, step: int) -> str:
+    return storage.join(storage_path, name, "samples", f"step_{step:09d}")
+
+
+def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int, batch: Batch | None = None) -> str | None:
+    every = cfg.train.sample_every
+    if not (final or (every and step % every == 0)) or cfg.train.num_samples <= 0:
+        return None
+    n = cfg.train.num_samples
+    cond = conditioning(model, batch, n)
+    if batch is not None:
+        n = min(n, batch.size)
+    model.eval()
+    with torch.no_grad(), (ema.applied() if ema is not None else contextlib.nullcontext()):
+        video = model.sample(n, seed=cfg.train.seed, **cond)
+    model.train()
+    if rank != 0:
+        return None
+    frames = to_uint8(video).cpu().numpy()  # [n, T, H, W, C]
+    out = samples_dir(cfg.storage_path, cfg.name, step)
+    for i, clip in enumerate(frames):
+        storage.write_bytes(storage.join(out, f"sample_{i:02d}.mp4"), encode_mp4(clip, fps=cfg.data.clip.fps))
+    storage.write_bytes(storage.join(out, "grid.png"), encode_png(contact_sheet(frames)))
+    return out

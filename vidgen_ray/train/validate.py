@@ -1,0 +1,42 @@
+"""Validation on the val split: every part's loss, plus PSNR / SSIM where the family reconstructs
+(VAE) or predicts (recurrent predictor) frames. Runs on every rank over equal shards; the caller
+averages across ranks."""
+
+from __future__ import annotations
+
+import torch
+
+from vidgen_ray.data.pipeline import torch_batches
+from vidgen_ray.evaluate.pixel import psnr, ssim
+from vidgen_ray.train.parallelize import autocast
+
+
+def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dict[str, float]:
+    from vidgen_ray.train.loop import _to_batch
+
+    sums: dict[str, float] = {}
+    batches = 0
+    model.eval()
+    with torch.no_grad():
+        for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data):
+            if batches >= cfg.train.val_batches:
+                break
+            batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
+            with autocast(device, cfg.parallel.precision):
+                for name in parts:
+                    out = model.losses(name, batch, step)
+                    sums[f"val_loss_{name}"] = sums.get(f"val_loss_{name}", 0.0) + float(out.loss)
+                if hasattr(model, "reconstruct"):
+                    target, pred = model.reconstruct(batch)
+            if hasattr(model, "reconstruct"):
+                real = normalizer.inverse(target.float()).cpu().numpy()
+                fake = normalizer.inverse(pred.float()).cpu().numpy()
+                sums["val_psnr"] = sums.get("val_psnr", 0.0) + sum(psnr(r, f) for r, f in zip(real, fake)) / len(real)
+                sums["val_ssim"] = sums.get("val_ssim", 0.0) + sum(ssim(r, f) for r, f in zip(real, fake)) / len(real)
+            batches += 1
+    model.train()
+    if not batches:
+        return {}
+    out = {k: v / batches for k, v in sums.items()}
+    out["val_loss"] = sum(v for k, v in out.items() if k.startswith("val_loss_"))
+    return out
