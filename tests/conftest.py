@@ -57,3 +57,45 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate(str(out), videos=16, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(ray_session, synth_dir, tmp_path_factory) -> Path:
+    """The synthetic dataset decoded once into parquet clip shards (8 frames of 32x32 at 8 fps),
+    so training tests read clips instead of decoding videos."""
+    from vidgen_ray.data.config import DataConfig
+    from vidgen_ray.data.prepare import prepare
+
+    cfg = DataConfig(source=str(synth_dir))
+    cfg.clip.frames, cfg.clip.fps, cfg.clip.height, cfg.clip.width = 8, 8.0, 32, 32
+    cfg.clip.clips_per_video = 2
+    # salt "d": 11 good videos in train and 5 in val for this seed (a plain hash put too few in val)
+    cfg.split.train, cfg.split.val, cfg.split.test, cfg.split.salt = 0.7, 0.3, 0.0, "d"
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(cfg, str(out))
+    return out
+
+
+def tiny_experiment(preset: str, data: Path, storage: str, name: str, *sets: str):
+    """A few-step experiment on CPU: 2 workers x batch 2, logged and checkpointed often."""
+    from vidgen_ray.config import load_experiment
+
+    base = [f"data.source={data}", f"storage_path={storage}", f"name={name}", "data.clip.fps=8",
+            "train.batch_size=2", "train.max_steps=4", "train.log_every=1", "train.checkpoint_every=2",
+            "train.num_samples=2", "train.val_batches=2", "parallel.num_workers=2", "parallel.max_failures=0",
+            "data.augment.temporal_shift=0"]
+    return load_experiment(preset, sets=base + list(sets))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoints(ray_session, prepared_dir, tmp_path_factory) -> dict[str, str]:
+    """Checkpoints made by real (short) training runs, for the serve / eval / tune tests."""
+    from vidgen_ray.train.run import train
+
+    runs = tmp_path_factory.mktemp("trained")
+    out = {}
+    for preset in ("dit-debug", "gan-debug"):
+        cfg = tiny_experiment(preset, prepared_dir, str(runs), preset, "parallel.strategy=ddp")
+        result = train(cfg)
+        out[preset] = result.checkpoint.path
+    return out

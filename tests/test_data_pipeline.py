@@ -53,7 +53,7 @@ def test_real_clips_through_s3(ray_session, shared_videos: Path, s3_bucket: str)
     assert summary["listed"] == 26
     assert summary["dropped"] == {"too_short": 2}  # the two 3-frame phone clips
     units = video_units((rows, labels), cfg)
-    clips = clip_stream(units["train"], cfg, "train", actors=2).take_all()
+    clips = clip_stream(units["train"], cfg, "train", decode_tasks=2).take_all()
     assert len(clips) == len(units["train"])
     for clip in clips:
         assert clip["video"].shape == (8, 48, 64, 3) and clip["video"].dtype == np.uint8
@@ -78,7 +78,7 @@ def test_prepare_writes_clips_report_and_marker_without_leakage(ray_session, syn
     assert not (sources["train"] & sources["val"]) and not (sources["train"] & sources["test"]) and not (sources["val"] & sources["test"])
     assert len(meta["mean"]) == 3 and all(0 < s < 1 for s in meta["std"])
     # Streaming from shards: train clips are augmented down to 8 frames; every clip appears once per epoch.
-    train = clip_stream(units["train"], cfg, "train", epochs=2, actors=1).take_all()
+    train = clip_stream(units["train"], cfg, "train", epochs=2, decode_tasks=1).take_all()
     assert len(train) == 2 * summary["clips"]["train"] and {r["epoch"] for r in train} == {0, 1}
     assert all(r["video"].shape == (8, 32, 32, 3) for r in train)
 
@@ -110,8 +110,8 @@ def test_synth_and_prepare_through_s3(ray_session, s3_bucket: str):
 def test_resumed_stream_starts_at_the_saved_item(ray_session, synth_dir: Path):
     cfg = small_cfg(str(synth_dir))
     units = video_units(probe_all(cfg), cfg)["train"]
-    full = clip_stream(units, cfg, "train", epochs=2, actors=1).take_all()
-    tail = clip_stream(units, cfg, "train", epochs=2, start_item=5, actors=1).take_all()
+    full = clip_stream(units, cfg, "train", epochs=2, decode_tasks=1).take_all()
+    tail = clip_stream(units, cfg, "train", epochs=2, start_item=5, decode_tasks=1).take_all()
     assert sorted(r["item"] for r in tail) == list(range(5, 2 * len(units)))
     by_item = {r["item"]: r for r in full}
     for r in tail:  # the same item decodes to the same clip (windows and augmentation are seeded)
@@ -124,7 +124,7 @@ def test_streaming_split_feeds_torch_batches(ray_session, synth_dir: Path):
 
     cfg = small_cfg(str(synth_dir))
     units = video_units(probe_all(cfg), cfg)["train"]
-    shards = clip_stream(units, cfg, "train", epochs=1, actors=1).streaming_split(2, equal=True)
+    shards = clip_stream(units, cfg, "train", epochs=1, decode_tasks=1).streaming_split(2, equal=True)
 
     def consume(shard) -> int:
         n = 0

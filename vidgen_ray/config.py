@@ -60,7 +60,9 @@ def pixel_shape(model: ModelConfig) -> tuple[int, int, int]:
 
 
 def _apply_model(cfg: ExperimentConfig, spec: Any) -> None:
-    from vidgen_ray.models.registry import get_preset
+    """``model:`` from YAML / ``--set``: a preset name, or a mapping with ``preset`` (or, in a dumped
+    config, ``name`` and ``family``) plus field overrides."""
+    from vidgen_ray.models.registry import PRESETS, get_preset
 
     if isinstance(spec, str):
         spec = {"preset": spec}
@@ -68,6 +70,14 @@ def _apply_model(cfg: ExperimentConfig, spec: Any) -> None:
         raise ConfigError(f"model: expected a preset name or a mapping with 'preset', got {spec!r}")
     spec = dict(spec)
     preset = spec.pop("preset", None)
+    family = spec.pop("family", None)
+    if preset is None and spec.get("name") in PRESETS:
+        preset = spec["name"]  # a dumped config names its preset in `name`
+    if preset is None and family is not None:
+        # A renamed custom model: start from any preset of its family; the dump sets every field.
+        preset = next((n for n, c in PRESETS.items() if c.family == family), None)
+        if preset is None:
+            raise ConfigError(f"model.family {family!r} is unknown; choose from {sorted({c.family for c in PRESETS.values()})}")
     if preset is not None:
         cfg.model = get_preset(str(preset))
     elif not cfg.model.family:
@@ -114,9 +124,7 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     cfg = ExperimentConfig()
     model = data.pop("model", None)
     if model is not None:
-        model = dict(model)
-        name = model.pop("name", None)
-        _apply_model(cfg, {"preset": name, **{k: v for k, v in model.items() if k != "family"}} if name else model)
+        _apply_model(cfg, model)
     update(cfg, data)
     validate_all(cfg)
     return cfg

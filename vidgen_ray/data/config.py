@@ -130,7 +130,8 @@ class DataConfig:
     normalize: Literal["minus_one_one", "zero_one", "mean_std"] = "minus_one_one"
     cache: str | None = None  # URI root for decoded-clip parquet shards keyed by the preprocessing config
     files_per_task: int = 2  # decode batch: a few files, since decoded video is 10-100x its file size
-    decode_workers: int = 0  # decode actors; 0 = as many as the cluster's CPUs allow
+    decode_workers: int = 0  # concurrent decode tasks; 0 = as many as free CPUs allow (autoscales)
+    decode_resource: str | None = None  # a custom node resource decode tasks must sit on, e.g. "decode"
     decode_memory_mb: int = 1024  # per decode actor, so Ray's scheduler sees the heap it will use
     max_inmemory_mb: int = 512  # remote files up to this size are fetched whole (one GET), larger ones streamed
     prefetch_batches: int = 2

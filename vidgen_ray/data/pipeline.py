@@ -10,7 +10,7 @@ where a unit is a video file (decoded on the fly) or a parquet shard of already 
 cache, or a dataset written by ``vidgen-ray data prepare``). Items are plain integers
 (``ray.data.range``), so a stream of many epochs costs nothing to describe, every epoch has its own
 seeded order, and a resumed run starts at item ``g`` exactly (``start_item``). Decoding runs in a
-pool of CPU actors, a few files per call, each with a ``memory=`` request, so the scheduler sees the
+pool of CPU tasks (Ray reuses their processes), a few files per call, each with a ``memory=`` request, so the scheduler sees the
 heap that decoded video takes; only uint8 clips reach the object store.
 """
 
@@ -191,16 +191,8 @@ def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, spli
     return UnitReader(units, cfg, split, start_item, augment)(batch)
 
 
-def decode_actors(cfg: DataConfig) -> int:
-    import ray
-
-    if cfg.decode_workers:
-        return cfg.decode_workers
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
-
-
 def clip_stream(
-    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, actors: int | None = None, augment: bool = True
+    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, decode_tasks: int | None = None, augment: bool = True
 ):
     """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on."""
     import ray
@@ -210,7 +202,8 @@ def clip_stream(
     total = len(units) * epochs - start_item
     if total <= 0:
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
-    size = actors or decode_actors(cfg)
+    size = decode_tasks or cfg.decode_workers or None  # None: Ray Data scales with the free CPUs
+    extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
     ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
     # Tasks, not actors: Ray reuses worker processes between tasks (imports and caches stay warm)
     # and nothing has to start before the first clip; the pool size caps decode parallelism.
@@ -222,6 +215,7 @@ def clip_stream(
         compute=ray.data.TaskPoolStrategy(size=size),
         num_cpus=1,
         memory=cfg.decode_memory_mb * 2**20,
+        **extra,
     )
 
 

@@ -125,6 +125,21 @@ class VideoModel(nn.Module):
         """``n`` videos, float [n, T, H, W, C] in [-1, 1]; the same seed gives the same videos."""
         raise NotImplementedError
 
+    def sample_conditioning(self, batch: Batch, n: int) -> dict:
+        """What ``sample`` should be conditioned on to mirror the first ``n`` clips of a real batch
+        (labels and captions by default; a predictor takes its context frames)."""
+        out: dict = {}
+        if batch.label is not None:
+            out["labels"] = batch.label[:n]
+        if batch.caption is not None:
+            out["captions"] = list(batch.caption[:n])
+        return out
+
+    def reconstruct(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(target, prediction), both float [B, C, T, H, W], for families whose output can be compared
+        with the input frame by frame (PSNR / SSIM); None for generators from noise."""
+        return None
+
     # --- what the registry and telemetry need -----------------------------------------------
     def flops_per_sample(self) -> int:
         """Analytic forward FLOPs (2 x multiply-accumulates) per training sample of the preset's shape."""

@@ -299,7 +299,8 @@ class VideoGAN(VideoModel):
             self.discriminator.requires_grad_(True)  # frozen since the last generator step
             with torch.no_grad():
                 fake = self.generator(z, labels)
-            r1_step = cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
+            # Lazy R1 (a gradient of D wrt its input) only while training: validation runs under no_grad.
+            r1_step = self.training and cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
             real = real.detach().requires_grad_(r1_step)
             # Real and fake go through D in one call: one forward per backward keeps DDP/FSDP happy
             # and D has no batch statistics, so concatenation changes nothing.

@@ -220,5 +220,14 @@ class VideoPredictor(VideoModel):
         video = torch.cat([context.float(), predicted[:, :, tc - 1 :].float()], dim=2)
         return to_channels_last(video.clamp(-1, 1))
 
+    def sample_conditioning(self, batch: Batch, n: int) -> dict:
+        return {"context": batch.video[:n, :, : self.config.context_frames]}
+
+    def reconstruct(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Only the predicted frames are compared (the context is copied, not predicted)."""
+        tc = self.config.context_frames
+        video = self.sample(batch.size, seed=0, context=batch.video[:, :, :tc]).permute(0, 4, 1, 2, 3)
+        return batch.video[:, :, tc:], video[:, :, tc:]
+
     def flops_per_sample(self) -> int:
         return self._flops

@@ -302,5 +302,9 @@ class VideoVAE(VideoModel):
             video = self.net(latents.to(dtype), mode="decode")
         return to_channels_last(video.float().clamp(-1, 1))
 
+    def reconstruct(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        recon = self.sample(batch.size, seed=0, video=batch.video)
+        return batch.video, recon.permute(0, 4, 1, 2, 3)
+
     def flops_per_sample(self) -> int:
         return self._flops

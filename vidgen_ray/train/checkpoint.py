@@ -39,6 +39,7 @@ class TrainState:
     epoch: int = 0
     items_consumed: int = 0  # data position: items of the train stream fully consumed (all workers)
     samples_seen: int = 0
+    resumes: int = 0  # how many times this run restarted from a checkpoint (failures and reruns)
     best_metric: float | None = None
     validations_without_improvement: int = 0
     history: list = field(default_factory=list)  # [step, loss] at every log interval
@@ -71,24 +72,27 @@ def _save_rng(directory: Path) -> None:
     torch.save(state, directory / "rng" / f"rank{_rank()}.pt")
 
 
-def _consolidated(parts: dict[str, Part], ema: EMA | None, ema_part: str | None) -> tuple[dict, dict | None]:
-    """Full (unsharded) weights on rank 0; a collective for FSDP2 and ZeRO-3, so every rank calls it."""
-    weights: dict[str, dict] = {}
-    for name, part in parts.items():
-        if part.strategy == "fsdp2":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def _full_state_dict(part: Part) -> dict:
+    """Unsharded weights of one part on rank 0 (a collective for FSDP2 and ZeRO-3: every rank calls it)."""
+    if part.strategy == "fsdp2":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            sd = get_model_state_dict(part.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        elif part.engine is not None and part.engine.zero_optimization_stage() == 3:
-            sd = part.engine._zero3_consolidated_16bit_state_dict() or {}
-        else:
-            sd = {k: v.detach().cpu() for k, v in part.raw.state_dict().items()}
-        weights[name] = clean_state_dict(sd)
+        sd = get_model_state_dict(part.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    elif part.engine is not None and part.engine.zero_optimization_stage() == 3:
+        sd = part.engine._zero3_consolidated_16bit_state_dict() or {}
+    else:
+        sd = {k: v.detach().cpu() for k, v in part.raw.state_dict().items()}
+    return clean_state_dict(sd)
+
+
+def _consolidated(parts: dict[str, Part], ema: EMA | None, ema_part: str | None) -> tuple[dict, dict | None]:
+    """Full weights of every part, and the EMA weights of the sampling part, the same way for all
+    strategies: the averaged weights are swapped in and read like the live ones."""
+    weights = {name: _full_state_dict(part) for name, part in parts.items()}
     ema_sd = None
     if ema is not None and ema_part is not None:
-        names = [n for n, p in parts[ema_part].raw.named_parameters() if p.requires_grad]
-        full = [s.full_tensor() if hasattr(s, "full_tensor") else s for s in ema.shadow]
-        ema_sd = {_clean_key(n): t.detach().cpu() for n, t in zip(names, full)}
+        with ema.applied():
+            ema_sd = _full_state_dict(parts[ema_part])
     return weights, ema_sd
 
 

@@ -60,6 +60,7 @@ class TrainConfig:
     early_stop_metric: str | None = None  # e.g. "val_loss"
     early_stop_mode: Literal["min", "max"] = "min"
     early_stop_patience: int = 3  # validations without improvement
+    early_stop_min_delta: float = 0.0  # an improvement smaller than this does not count
     async_checkpoint_upload: bool = True  # upload on a thread while training goes on
     seed: int = 0
 

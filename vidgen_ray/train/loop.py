@@ -138,6 +138,7 @@ def train_loop_per_worker(config: dict) -> None:
     if restored is not None:
         with restored.as_directory() as d:
             state = ckpt.load(d, parts, ema)
+        state.resumes += 1
         if rank == 0:
             log.info("resumed from %s at step %d (epoch %d, item %d)", restored.path, state.step, state.epoch, state.items_consumed)
     _seed_everything(cfg.train.seed + 1000 * rank + state.step)  # per-rank randomness (noise, timesteps)
@@ -146,7 +147,7 @@ def train_loop_per_worker(config: dict) -> None:
     tokens = int(getattr(model, "tokens_per_sample", lambda: cfg.model.frames)())
     telemetry = Telemetry(cfg.name, rank, world, flops, tokens, device, cfg.parallel.precision)
     if rank == 0:
-        params = sum(p.numel() for p in model.parameters())
+        params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 partitions
         log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %d = %d/step | %d steps",
                  cfg.model.name, params, flops / 1e9, world, cfg.train.batch_size, cfg.train.grad_accum,
                  plan.global_batch, plan.total_steps)
@@ -156,30 +157,41 @@ def train_loop_per_worker(config: dict) -> None:
     step_losses: dict[str, float] = {}
     stop_reason = ""
 
-    def report(final: bool) -> None:
-        """Validate, sample, checkpoint; every rank calls this at the same steps (report is a barrier)."""
-        nonlocal stop_reason
+    last_reported = last_checkpointed = -1
+    last_val: dict[str, float] = {}
+
+    def report(validate_now: bool, checkpoint_now: bool, final: bool = False) -> None:
+        """Validate / sample / checkpoint, then ``ray.train.report``. Every rank calls this at the same
+        steps with the same arguments: report is a barrier, and validation and sharded saves are
+        collectives."""
+        nonlocal stop_reason, last_reported, last_checkpointed, last_val
         metrics = _all_reduce_mean(dict(step_losses), device)
         metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed)
-        if val_shard is not None:
-            val = validate(model, parts, val_shard, cfg, normalizer, device, state.step)
-            metrics.update(_all_reduce_mean(val, device))
-            _update_early_stopping(cfg, state, metrics)
-        write_samples(model, ema, cfg, state.step, final, rank, batch=last_batch)
-        tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
-        ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
-        metrics.update({k: v for k, v in telemetry_last.items()})
+        if validate_now and val_shard is not None:
+            last_val = _all_reduce_mean(validate(model, parts, val_shard, cfg, normalizer, device, state.step), device)
+            _update_early_stopping(cfg, state, last_val)
+        metrics.update(last_val)  # keep-best needs the metric on every checkpoint
+        metrics.update(telemetry_last)
+        checkpoint = None
+        if checkpoint_now:
+            write_samples(model, ema, cfg, state.step, final, rank, batch=last_batch)
+            tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
+            ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
+            checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
+            last_checkpointed = state.step
         ray.train.report(
             metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
-            checkpoint_dir_name=f"checkpoint_{state.step:09d}",
+            checkpoint=checkpoint,
+            checkpoint_dir_name=f"checkpoint_{state.step:09d}" if checkpoint else None,
             checkpoint_upload_mode=(ray.train.CheckpointUploadMode.ASYNC if cfg.train.async_checkpoint_upload
                                     else ray.train.CheckpointUploadMode.SYNC),
             delete_local_checkpoint_after_upload=True,
         )
+        last_reported = state.step
         if rank == 0:
-            val_text = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
-            log.info("checkpoint at step %d%s", state.step, f" | {val_text}" if val_text else "")
+            val_text = " ".join(f"{k} {v:.4f}" for k, v in last_val.items()) if validate_now else ""
+            what = "checkpoint" if checkpoint_now else "validation"
+            log.info("%s at step %d%s", what, state.step, f" | {val_text}" if val_text else "")
         if cfg.train.early_stop_metric and state.validations_without_improvement >= cfg.train.early_stop_patience:
             stop_reason = f"early stop: {cfg.train.early_stop_metric} did not improve in {cfg.train.early_stop_patience} validations"
 
@@ -218,11 +230,17 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 log.info(progress_line(state.step, plan.total_steps, state.epoch, step_losses, telemetry_last,
                                        next(iter(parts.values())).lr))
-        if state.step % cfg.train.checkpoint_every == 0 and state.step < plan.total_steps:
-            report(final=False)
+        validate_now = bool(cfg.train.val_every) and state.step % cfg.train.val_every == 0
+        checkpoint_now = state.step % cfg.train.checkpoint_every == 0
+        if (validate_now or checkpoint_now) and state.step < plan.total_steps:
+            report(validate_now, checkpoint_now)
     if not stop_reason and state.step < plan.total_steps and rank == 0:
         log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
-    report(final=True)
+    # The final checkpoint (validation too unless it just ran at this very step, as on an early stop).
+    if last_checkpointed != state.step:
+        report(validate_now=last_reported != state.step, checkpoint_now=True, final=True)
+    else:
+        write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch)
     if rank == 0:
         log.info("done at step %d%s", state.step, f" ({stop_reason})" if stop_reason else "")
 
@@ -234,7 +252,10 @@ def _update_early_stopping(cfg: ExperimentConfig, state: ckpt.TrainState, metric
     if name not in metrics:
         raise KeyError(f"train.early_stop_metric {name!r} is not a reported metric; choose from {sorted(metrics)}")
     value = float(metrics[name])
-    better = state.best_metric is None or (value < state.best_metric if cfg.train.early_stop_mode == "min" else value > state.best_metric)
+    delta = cfg.train.early_stop_min_delta
+    better = state.best_metric is None or (
+        value < state.best_metric - delta if cfg.train.early_stop_mode == "min" else value > state.best_metric + delta
+    )
     if better:
         state.best_metric = value
         state.validations_without_improvement = 0

@@ -180,7 +180,9 @@ def _set_part(model: VideoModel, part: str, module: nn.Module) -> str:
 
 
 def deepspeed_config(train: TrainConfig, par: ParallelConfig, lr: float) -> dict:
-    zero: dict[str, Any] = {"stage": par.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
+    zero: dict[str, Any] = {"stage": par.zero_stage, "overlap_comm": False, "contiguous_gradients": True,
+                            # rank 0 can export whole weights from ZeRO-3 partitions for serving/eval
+                            "stage3_gather_16bit_weights_on_model_save": True}
     if par.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": par.use_gpu}
     if par.offload_params:

@@ -57,7 +57,7 @@ class TrainStream:
     units: Units
     cfg: ExperimentConfig
     epochs: int
-    actors: int
+    decode_tasks: int | None  # concurrent decode tasks (None: as many as free CPUs allow)
 
     def __call__(self):
         start_item = 0
@@ -67,7 +67,7 @@ class TrainStream:
         total = len(self.units) * self.epochs
         start_item = min(start_item, total - 1)
         log.info("train stream: %d units x %d epochs from item %d", len(self.units), self.epochs, start_item)
-        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item, actors=self.actors)
+        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item, decode_tasks=self.decode_tasks)
 
 
 def read_meta_uri(uri: str) -> dict:
@@ -84,13 +84,14 @@ def normalizer_for(cfg: ExperimentConfig, units: dict[str, Units], meta: dict) -
         return Normalizer(cfg.data.normalize)
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None:
-        rows = clip_stream(units["train"], cfg.data, "train", augment=False, actors=1).take(cfg.data.stats_clips)
+        rows = clip_stream(units["train"], cfg.data, "train", augment=False, decode_tasks=1).take(cfg.data.stats_clips)
         mean, std = channel_stats([r["video"] for r in rows])
     log.info("per-channel mean %s std %s (train split)", [round(m, 4) for m in mean], [round(s, 4) for s in std])
     return Normalizer("mean_std", tuple(mean), tuple(std))
 
 
-def build_trainer(cfg: ExperimentConfig):
+def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
+    """The TorchTrainer for ``cfg``; ``callbacks`` go to its RunConfig (Tune passes TuneReportCallback)."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -99,12 +100,9 @@ def build_trainer(cfg: ExperimentConfig):
     units, meta = training_units(cfg.data)
     plan = make_plan(cfg, units["train"])
     normalizer = normalizer_for(cfg, units, meta)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    train_cpus = cfg.parallel.num_workers * cfg.parallel.cpus_per_worker
-    decode = cfg.data.decode_workers or max(1, int(cpus - train_cpus - 1))
-    datasets = {"train": TrainStream(units["train"], cfg, plan.epochs, decode)}
+    datasets = {"train": TrainStream(units["train"], cfg, plan.epochs, cfg.data.decode_workers or None)}
     if len(units["val"]):
-        datasets["val"] = clip_stream(units["val"], cfg.data, "val", actors=1)
+        datasets["val"] = clip_stream(units["val"], cfg.data, "val", decode_tasks=1)
     else:
         log.warning("the val split is empty: validation, early stopping and keep-best are off")
     resources = {"CPU": cfg.parallel.cpus_per_worker}
@@ -128,6 +126,7 @@ def build_trainer(cfg: ExperimentConfig):
             storage_path=storage_path,
             storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.parallel.max_failures),
+            callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.train.keep_last,
                 checkpoint_score_attribute=keep_best,

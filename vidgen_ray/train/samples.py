@@ -9,26 +9,11 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import torch
 
 from vidgen_ray import storage
 from vidgen_ray.media import contact_sheet, encode_mp4, encode_png
 from vidgen_ray.models.base import Batch, VideoModel, to_uint8
-
-
-def conditioning(model: VideoModel, batch: Batch | None, n: int) -> dict:
-    """What to condition samples on: labels / captions / context frames taken from a real batch."""
-    if batch is None:
-        return {}
-    if hasattr(model, "sample_conditioning"):
-        return model.sample_conditioning(batch, n)
-    out: dict = {}
-    if batch.label is not None:
-        out["labels"] = batch.label[:n]
-    if batch.caption is not None:
-        out["captions"] = list(batch.caption[:n])
-    return out
 
 
 def samples_dir(storage_path: str, name: str, step: int) -> str:
@@ -40,9 +25,10 @@ def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int
     if not (final or (every and step % every == 0)) or cfg.train.num_samples <= 0:
         return None
     n = cfg.train.num_samples
-    cond = conditioning(model, batch, n)
-    if batch is not None:
+    cond: dict = {}
+    if batch is not None:  # condition on real labels / captions / context frames
         n = min(n, batch.size)
+        cond = model.sample_conditioning(batch, n)
     model.eval()
     with torch.no_grad(), (ema.applied() if ema is not None else contextlib.nullcontext()):
         video = model.sample(n, seed=cfg.train.seed, **cond)

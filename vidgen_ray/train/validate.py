@@ -26,9 +26,9 @@ def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dic
                 for name in parts:
                     out = model.losses(name, batch, step)
                     sums[f"val_loss_{name}"] = sums.get(f"val_loss_{name}", 0.0) + float(out.loss)
-                if hasattr(model, "reconstruct"):
-                    target, pred = model.reconstruct(batch)
-            if hasattr(model, "reconstruct"):
+                pair = model.reconstruct(batch)
+            if pair is not None:
+                target, pred = pair
                 real = normalizer.inverse(target.float()).cpu().numpy()
                 fake = normalizer.inverse(pred.float()).cpu().numpy()
                 sums["val_psnr"] = sums.get("val_psnr", 0.0) + sum(psnr(r, f) for r, f in zip(real, fake)) / len(real)
