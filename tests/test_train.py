@@ -1,5 +1,7 @@
-"""Distributed training on the shared local Ray instance (gloo, CPU): every strategy trains and
-checkpoints, checkpoints resume exactly, a killed worker is replaced, S3 holds checkpoints."""
+"""Distributed training on the shared local Ray instance (gloo, CPU): runs on Ray Train with
+DDP, FSDP2 and DeepSpeed ZeRO-3, a rerun resumes, a killed worker is replaced, S3 holds
+checkpoints, validation drives early stopping. (Exact resume per strategy, including the GAN's
+two models, is tested without Ray in test_parallel_gloo.py.)"""
 
 from __future__ import annotations
 
@@ -41,24 +43,9 @@ def test_ddp_gan_trains_then_a_rerun_resumes(ray_session, prepared_dir: Path, tm
     assert s2["items_consumed"] > s1["items_consumed"]  # the data position moved on, it did not restart
 
 
-@pytest.mark.parametrize("strategy,extra", [
-    ("fsdp2", ()),
-    ("deepspeed", ("parallel.zero_stage=2",)),
-])
-def test_gan_two_models_train_and_resume_sharded(ray_session, prepared_dir: Path, tmp_path: Path, strategy, extra):
-    cfg = tiny_experiment("gan-debug", prepared_dir, str(tmp_path), f"gan-{strategy}", f"parallel.strategy={strategy}", *extra)
-    s1 = state_of(train(cfg))
-    cfg.train.max_steps = 6
-    result = train(cfg)
-    s2 = state_of(result)
-    assert (s1["step"], s2["step"], s2["resumes"]) == (4, 6, 1)
-    model, experiment, meta = load_for_inference(result.checkpoint.path)
-    assert meta["strategy"] == strategy and tuple(model.sample(2, seed=0).shape) == (2, 8, 32, 32, 3)
-
-
 def test_deepspeed_zero3_dit_with_accumulation_checkpoints_to_s3(ray_session, prepared_dir: Path, s3_bucket: str):
     cfg = tiny_experiment("dit-debug", prepared_dir, s3_bucket + "/runs", "dit-zero3", "parallel.strategy=deepspeed",
-                          "parallel.zero_stage=3", "train.grad_accum=2", "train.ema_decay=0.9")
+                          "parallel.zero_stage=3", "train.grad_accum=2")
     result = train(cfg)
     ckpt = storage.join(s3_bucket, "runs", "dit-zero3", "checkpoint_000000004")
     names = {e.path.rsplit("/", 1)[-1] for e in storage.list_files(ckpt)}
@@ -85,35 +72,41 @@ def test_vae_validation_reports_psnr_ssim_and_early_stopping_stops(ray_session, 
     assert kept == ["checkpoint_000000002", "checkpoint_000000003"]  # keep_last=2
 
 
-def _train_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+def _train_worker_pids() -> list[int]:
+    """PIDs of this Ray instance's live Train workers: children of *our* raylet, so a Train run of
+    another Ray instance on the same host is never touched."""
+    import ray
+
+    raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+    return [p.pid for p in raylet.children() if "RayTrainWorker" in " ".join(p.cmdline())]
 
 
 def test_killed_worker_is_replaced_and_training_completes(ray_session, prepared_dir: Path, tmp_path: Path):
-    cfg = tiny_experiment("vae-debug", prepared_dir, str(tmp_path), "killed", "parallel.strategy=ddp",
-                          "parallel.max_failures=2", "train.max_steps=40", "train.checkpoint_every=5",
+    # FSDP2: the replacement worker group reloads *sharded* model and optimizer state.
+    cfg = tiny_experiment("vae-debug", prepared_dir, str(tmp_path), "killed", "parallel.strategy=fsdp2",
+                          "parallel.max_failures=2", "train.max_steps=24", "train.checkpoint_every=4",
                           "train.optim.lr=3e-3", "train.num_samples=0")
     results: list = []
     errors: list = []
     runner = threading.Thread(target=lambda: _run(cfg, results, errors), daemon=True)
     runner.start()
-    marker = tmp_path / "killed" / "checkpoint_000000010" / "meta.json"
+    marker = tmp_path / "killed" / "checkpoint_000000008" / "meta.json"
     deadline = time.time() + 400
     while not marker.exists() and time.time() < deadline and runner.is_alive():
         time.sleep(0.2)
-    assert marker.exists(), "training never reached step 10"
-    victims = _train_workers()
+    assert marker.exists(), "training never reached step 8"
+    victims = _train_worker_pids()
     assert victims, "no RayTrainWorker process found"
-    os.kill(victims[-1].pid, signal.SIGKILL)
+    os.kill(victims[-1], signal.SIGKILL)
     runner.join(600)
     assert not errors, errors
     state = state_of(results[0])
-    assert state["step"] == 40 and state["resumes"] >= 1
+    assert state["step"] == 24 and state["resumes"] >= 1
     steps = [s for s, _ in state["history"]]
-    assert steps == list(range(1, 41))  # every step exactly once: resumed from the checkpoint, not from 0
+    assert steps == list(range(1, 25))  # every step exactly once: resumed from the checkpoint, not from 0
     losses = [loss for _, loss in state["history"]]
     # No jump back to an untrained model: after the restart the loss stays far below where it started.
-    assert max(losses[10:]) < 0.8 * losses[0]
+    assert max(losses[8:]) < 0.8 * losses[0]
 
 
 def _run(cfg, results: list, errors: list) -> None:

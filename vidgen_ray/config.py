@@ -39,6 +39,10 @@ class ExperimentConfig:
                 f"data.clip is {c.frames}x{c.height}x{c.width} but model {m.name} takes {pixel[0]}x{pixel[1]}x{pixel[2]} "
                 f"(frames x height x width); drop the data.clip overrides or set model.frames/height/width to match"
             )
+        p = self.parallel
+        if self.train.ema_decay > 0 and p.strategy == "deepspeed" and p.zero_stage == 3:
+            raise ValueError("train.ema_decay with DeepSpeed ZeRO-3 is not supported (partitioned weights); "
+                             "use parallel.strategy=fsdp2, parallel.zero_stage=2, or train.ema_decay=0")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be non-empty and contain no '/'")
 

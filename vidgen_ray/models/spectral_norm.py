@@ -42,13 +42,15 @@ class _SpectralNorm(nn.Module):
             self._v.copy_(F.normalize(torch.mv(matrix.t(), self._u), dim=0, eps=self.eps))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        matrix = weight.flatten(1)
+        # sigma is estimated in the buffers' precision (fp32) even when the weight arrives in bf16
+        # (FSDP2 mixed precision casts parameters, not buffers).
+        matrix = weight.flatten(1).to(self._u.dtype)
         if self.training and not _recomputing_in_backward():
             self._power_iteration(matrix.detach(), 1)
         # Clones: the buffers change in place at the next forward, after autograd saved them.
         u, v = self._u.clone(), self._v.clone()
         sigma = torch.vdot(u, torch.mv(matrix, v))
-        return weight / sigma
+        return weight / sigma.to(weight.dtype)
 
 
 def spectral_norm(module: nn.Module, name: str = "weight") -> nn.Module:

@@ -1,7 +1,8 @@
 """An exponential moving average of a module's weights (used for sampling and export).
 
-Works on plain tensors (DDP, DeepSpeed ZeRO-1/2), on FSDP2's sharded DTensors and on DeepSpeed
-ZeRO-3's partitions alike: each rank averages the piece of every parameter it holds.
+Works on plain tensors (DDP, DeepSpeed ZeRO-1/2) and on FSDP2's sharded DTensors alike: each rank
+averages the shard it holds. Not with ZeRO-3, whose persistent and partitioned parameters would need
+a gather per update (the experiment config refuses that combination).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ class EMA:
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.module = module
         self.decay = decay
-        # ZeRO-3 keeps each rank's partition in ``ds_tensor`` (the parameter itself is empty between uses).
-        self.params = [getattr(p, "ds_tensor", p) for p in module.parameters() if p.requires_grad]
+        self.params = [p for p in module.parameters() if p.requires_grad]
         self.shadow = [p.detach().clone().float() for p in self.params]
 
     @torch.no_grad()
