@@ -115,3 +115,16 @@ def test_precision_recall_closed_forms():
     plane = rng.normal(size=(1000, 2))
     precision, recall = precision_recall_from_features(plane, plane[plane[:, 0] > 0])
     assert precision == 1.0 and 0.5 <= recall < 0.6
+
+
+@pytest.mark.parametrize("n,d", [(40, 256), (150, 400), (300, 16)])
+def test_feature_route_matches_the_sqrtm_reference(n: int, d: int):
+    """The nuclear-norm route used with fewer samples than dimensions equals scipy's sqrtm route."""
+    from vidgen_ray.evaluate.frechet import feature_moments, frechet_distance, frechet_distance_from_features
+
+    rng = np.random.default_rng(n + d)
+    real = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.1
+    fake = rng.normal(size=(n + 7, d)) * 1.3 + 0.2
+    fast = frechet_distance_from_features(real, fake)
+    reference = frechet_distance(*feature_moments(real), *feature_moments(fake))
+    assert fast == pytest.approx(reference, rel=1e-6)

@@ -131,6 +131,54 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluate ---------------------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vidgen_ray.configs import parse_set_args, set_dotted, validate_all
+    from vidgen_ray.evaluate.checkpoint_eval import evaluate_checkpoint
+    from vidgen_ray.evaluate.config import EvalConfig
+    from vidgen_ray.runtime import init_ray
+
+    config = EvalConfig(num_videos=args.videos, output_uri=args.out)
+    if args.metrics:
+        set_dotted(config, "metrics", args.metrics)
+    for key, value in parse_set_args(args.sets):
+        set_dotted(config, key.removeprefix("eval."), value)
+    validate_all(config)
+    init_ray(address=args.address, num_cpus=config.num_actors + 2)
+    report = evaluate_checkpoint(args.checkpoint, config, data=args.data)
+    print(format_eval(report))
+    if args.out:
+        print(f"report: {args.out}/report.json (grid: samples.mp4, samples.png)")
+    return 0
+
+
+def format_eval(report) -> str:
+    lines = [f"{'metric':<20}{'value':>14}"]
+    for name, value in report.metrics.items():
+        if not name.endswith("_std"):
+            lines.append(f"{name:<20}{value:>14.4f}")
+    for name, why in report.skipped.items():
+        lines.append(f"{name:<20}{'skipped':>14}  ({why})")
+    if report.latency:
+        lat = report.latency
+        lines.append(f"{'latency/video':<20}{lat['per_video_s_mean'] * 1e3:>12.1f}ms  ({lat['per_frame_s_mean'] * 1e3:.1f} ms/frame, "
+                     f"warm-up excluded, {lat['device']})")
+    lines.append(f"({report.num_videos} videos per side, real {report.real_shape}, generated {report.fake_shape})")
+    return "\n".join(lines)
+
+
+# --- demo -------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vidgen_ray.demo import run_demo
+
+    run_demo(args.out, videos=args.videos, steps=args.steps, skip_tune=args.skip_tune, skip_serve=args.skip_serve)
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------------
 
 
@@ -163,13 +211,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--report", help="where to write report.parquet / report.json")
         else:
             p.add_argument("--out", required=True, help="where to write clips, report and prepared.json")
-            p.add_argument("--rows-per-shard", dest="rows_per_shard", type=int, default=64)
+            p.add_argument("--rows-per-shard", dest="rows_per_shard", type=int, default=16,
+                           help="clips per parquet shard (the unit of shuffling and resume; default 16)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="train a model on Ray Train (DDP / FSDP2 / DeepSpeed)")
     _add_experiment_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: FID, FVD, KID, PSNR, SSIM, temporal consistency, latency")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (s3:// works)")
+    p.add_argument("--data", help="real videos or a prepared dataset (default: the run's data.source)")
+    p.add_argument("--videos", type=int, default=256, help="videos per side (default 256)")
+    p.add_argument("--metrics", help="comma-separated, e.g. fid,fvd,psnr,ssim (default: all that need no extra weights)")
+    p.add_argument("--out", help="where report.json and the real|generated grid go")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="any EvalConfig field, e.g. --set num_actors=4 --set image_frames_per_video=4")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local instance)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="data -> train -> evaluate -> tune -> serve on a local Ray instance")
+    p.add_argument("--out", default="./outputs/demo", help="where everything goes (default ./outputs/demo)")
+    p.add_argument("--videos", type=int, default=32, help="synthetic videos (default 32)")
+    p.add_argument("--steps", type=int, default=60, help="training steps (default 60)")
+    p.add_argument("--skip-tune", action="store_true", help="leave out the sweep")
+    p.add_argument("--skip-serve", action="store_true", help="leave out serving")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list model presets with shapes, parameters and FLOPs")
     p.add_argument("--json", action="store_true", help="machine-readable output")

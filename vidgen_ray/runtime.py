@@ -22,6 +22,10 @@ _LOCAL_ENV = {
 
 _configured = False
 
+# Before anything imports ray.data: its progress bars redraw many times a second, unreadable in
+# `ray job logs`, and its fallback "logging progress" is as noisy. Users can still turn them on.
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
 
 def setup_logging(level: str | int | None = None) -> None:
     """One line per record: ``12:01:02 INFO vidgen.train | step 40 ...`` (idempotent)."""
@@ -67,7 +71,9 @@ def init_ray(
     log = get_logger("runtime")
     if address:
         log.info("connecting to Ray at %s", address)
-        return ray.init(address=address, log_to_driver=True)
+        context = ray.init(address=address, log_to_driver=True)
+        quiet_ray_data()
+        return context
     set_local_ray_env()
     if num_cpus is not None:
         # Logical CPUs: on a small machine, training workers and decode tasks must all be schedulable
@@ -87,4 +93,15 @@ def init_ray(
                      | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} | (env or {})},
     )
     log.info("started a local Ray instance (dashboard: %s)", context.dashboard_url or "off")
+    quiet_ray_data()
     return context
+
+
+def quiet_ray_data() -> None:
+    """No progress bars and no per-dataset banner in this process's DataContext (the Trainer
+    propagates it to its workers)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

@@ -113,6 +113,7 @@ def _to_parquet_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _write_split(units: Units, cfg: DataConfig, split: str, out: str, rows_per_shard: int) -> None:
+    # Shards are the unit of shuffling and of the resume position in training: keep them small.
     ds = clip_stream(units, cfg, split, epochs=1, augment=False).map_batches(_to_parquet_rows, batch_format="numpy")
     fs, path = storage.resolve(storage.join(out, split))
     ds.write_parquet(path, filesystem=fs, min_rows_per_file=rows_per_shard)
@@ -131,7 +132,7 @@ def _shard_counts(uri: str) -> tuple[list[dict], Counter]:
     return shards, per_source
 
 
-def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 64) -> dict:
+def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 16) -> dict:
     """The whole pipeline: catalog -> probe/clean -> decode clips -> parquet shards + report + marker."""
     t0 = time.perf_counter()
     catalog = build_catalog(cfg)

@@ -10,6 +10,7 @@ supplies the losses; ``parallelize`` supplies the strategy; this file owns the o
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import shutil
@@ -115,6 +116,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     cfg: ExperimentConfig = config["experiment"]
     plan: RunPlan = config["plan"]
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # our own progress line says it better
     normalizer: Normalizer = config["normalizer"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
