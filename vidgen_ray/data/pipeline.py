@@ -70,7 +70,8 @@ def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
         raise ValueError(f"no videos under {cfg.source} with extensions {list(cfg.extensions)}; check data.source / data.extensions")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_items(catalog.rows, override_num_blocks=max(1, min(len(catalog.rows), 4 * cpus)))
-    ds = ds.map(functools.partial(probe_row, cfg=cfg), num_cpus=1, memory=cfg.decode_memory_mb * 2**20)
+    extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
+    ds = ds.map(functools.partial(probe_row, cfg=cfg), num_cpus=1, memory=cfg.decode_memory_mb * 2**20, **extra)
     rows = sorted(ds.take_all(), key=lambda r: r["uri"])
     if len(rows) != len(catalog.rows):  # the accounting identity starts here
         raise RuntimeError(f"probing returned {len(rows)} rows for {len(catalog.rows)} files")
