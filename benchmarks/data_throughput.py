@@ -84,13 +84,13 @@ class PeakRSS:
 
 def run_pipeline(units: Units, cfg: DataConfig, actors: int) -> tuple[int, float, float]:
     """Frames decoded per second by the pipeline with ``actors`` decode actors (warm pass)."""
-    ds = clip_stream(units, cfg, "val", actors=actors)  # "val": even windows, no augmentation
+    ds = clip_stream(units, cfg, "val", decode_tasks=actors)  # "val": even windows, no augmentation
     for _ in ds.iter_batches(batch_size=None):  # warm-up: actors started, files in page cache
         pass
     with PeakRSS() as rss:
         t0 = time.perf_counter()
         clips = 0
-        for batch in clip_stream(units, cfg, "val", actors=actors).iter_batches(batch_size=None):
+        for batch in clip_stream(units, cfg, "val", decode_tasks=actors).iter_batches(batch_size=None):
             clips += len(batch["video"])
         seconds = time.perf_counter() - t0
     return clips, seconds, rss.peak

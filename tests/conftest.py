@@ -43,8 +43,10 @@ def ray_session(s3_server):
 
     from vidgen_ray.runtime import init_ray
 
-    # 2 physical cores here; logical CPUs let 2 train workers and decode actors coexist.
-    init_ray(num_cpus=int(os.environ.get("VIDGEN_TEST_RAY_CPUS", "4")), for_tests=True, env=s3_server.env())
+    # 2 physical cores here; logical CPUs let 2 train workers and decode actors coexist. The dashboard
+    # is on: Tune's ASHA frees a stopped trial's workers through the state API it serves.
+    init_ray(num_cpus=int(os.environ.get("VIDGEN_TEST_RAY_CPUS", "4")), for_tests=True, include_dashboard=True,
+             env=s3_server.env())
     yield ray
     ray.shutdown()
 

@@ -29,6 +29,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -51,10 +59,17 @@ def main() -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_actors, list_tasks
 
+    sys.path.insert(0, str(REPO))
+    from vidgen_ray.train.checkpoint import registered_checkpoint
+
     env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0,
         "node_ip_address": "127.0.0.1",
+        # The head's agent serves the job API. Its default port (52365) belongs to whichever Ray on
+        # this host took it first (the test session's): without a port of its own, jobs find
+        # "No available agent". Worker nodes already get random ones from cluster_utils.
+        "dashboard_agent_listen_port": free_port(),
     })
     result: dict = {"ok": False}
     try:
@@ -86,27 +101,37 @@ def main() -> None:
 
         job = wait_for(submit, 120, "the job agent", interval=2.0)
         result["job"] = job
-        marker = Path(args.storage) / name / "checkpoint_000000004" / "meta.json"
-        wait_for(lambda: marker.exists() or client.get_job_status(job) in (JobStatus.FAILED, JobStatus.STOPPED),
-                 400, "the first checkpoint")
-        if not marker.exists():
-            raise RuntimeError("job ended before its first checkpoint:\n" + client.get_job_logs(job)[-4000:])
 
-        # Where things ran so far: decode tasks must be on the decode node only.
+        def train_worker_nodes():
+            workers = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+                                  raise_on_missing_output=False)
+            return {a.node_id for a in workers} if len(workers) == 2 else None
+
+        # Where the workers are is looked up before the checkpoint, so the kill follows it at once
+        # (state API calls take seconds on a loaded machine: long enough for the run to finish).
+        worker_nodes = wait_for(train_worker_nodes, 400, "two training workers", interval=1.0)
+        result["train_worker_nodes_before"] = sorted(worker_nodes)
+        victim = next(n for n in trains if n.node_id in worker_nodes)
+        # Killed once Ray Train has *registered* a checkpoint (every rank reported it): a node that
+        # dies while the ranks report leaves one Ray never registered, and the run restarts from
+        # scratch, which is correct but not what this rehearsal is about.
+        run_dir = str(Path(args.storage) / name)
+        registered = lambda: registered_checkpoint(run_dir) is not None  # noqa: E731
+        wait_for(lambda: registered() or client.get_job_status(job) in (JobStatus.FAILED, JobStatus.STOPPED),
+                 400, "the first checkpoint", interval=0.1)
+        if not registered():
+            raise RuntimeError("job ended before its first checkpoint:\n" + client.get_job_logs(job)[-4000:])
+        result["killed_node"] = victim.node_id
+        cluster.remove_node(victim, allow_graceful=False)
+        result["killed_at"] = time.time()
+
+        # Where decoding ran: on the decode node only.
         tasks = list_tasks(address=dashboard, filters=[("name", "=", "ReadRange->MapBatches(read_units)")], limit=1000,
                            raise_on_missing_output=False)
         tasks += list_tasks(address=dashboard, filters=[("name", "=", "MapBatches(read_units)")], limit=1000,
                             raise_on_missing_output=False)
         result["decode_task_nodes"] = sorted({t.node_id for t in tasks if t.node_id})
         result["decode_node"] = decode.node_id
-
-        workers = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-        worker_nodes = {a.node_id for a in workers}
-        result["train_worker_nodes_before"] = sorted(worker_nodes)
-        victim = next(n for n in trains if n.node_id in worker_nodes)
-        result["killed_node"] = victim.node_id
-        cluster.remove_node(victim, allow_graceful=False)
-        result["killed_at"] = time.time()
 
         status = wait_for(lambda: (s := client.get_job_status(job)) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) and s,
                           600, "the job to finish", interval=1.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -21,6 +22,10 @@ from vidgen_ray.serve.config import ServeConfig
 from vidgen_ray.serve.schema import GenerateRequest
 
 pytestmark = pytest.mark.ray
+
+# Replicas cannot import this test module: ship `faulty_loader` to them by value.
+ray_cloudpickle = pytest.importorskip("ray.cloudpickle")
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 FAULTY_SEED = 666
 TIMEOUT = 120  # seconds a client waits: a hung request fails the test instead of hanging it
@@ -285,6 +290,20 @@ def test_serve_config_errors_name_the_fix():
                      (replace(ok, route_prefix="vidgen"), "start with '/'")):
         with pytest.raises(ConfigError, match=fix):
             bad.validate()
+
+
+def test_deployment_options_carry_backpressure_and_autoscaling():
+    from vidgen_ray.serve.app import build_app, deployment_options
+
+    fixed = deployment_options(ServeConfig(checkpoint="x", max_ongoing_requests=6, max_queued_requests=3, num_cpus=2))
+    assert (fixed["max_ongoing_requests"], fixed["max_queued_requests"], fixed["num_replicas"]) == (6, 3, 1)
+    assert fixed["backpressure_config"].status_code == 503 and fixed["ray_actor_options"]["num_cpus"] == 2
+    assert "autoscaling_config" not in fixed
+    scaled = deployment_options(ServeConfig(checkpoint="x", min_replicas=1, max_replicas=4, target_ongoing_requests=3))
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
+                                            "target_ongoing_requests": 3}
+    assert "num_replicas" not in scaled
+    build_app(ServeConfig(checkpoint="x", min_replicas=1, max_replicas=4))  # Serve accepts the options
 
 
 # --- the benchmark ----------------------------------------------------------------------------------

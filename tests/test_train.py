@@ -62,11 +62,14 @@ def test_vae_validation_reports_psnr_ssim_and_early_stopping_stops(ray_session, 
                           "train.max_steps=40", "train.val_every=1", "train.checkpoint_every=1",
                           "train.optim.lr=1e-12", "train.early_stop_metric=val_loss", "train.early_stop_patience=2",
                           "train.early_stop_min_delta=1e-3",
-                          "train.keep_last=2")
+                          "train.keep_last=2", "parallel.num_workers=1", "train.val_batches=5")
     result = train(cfg)
     state = state_of(result)
-    # lr ~ 0: val_loss cannot improve, so two validations without improvement end the run early.
+    # lr ~ 0: val_loss cannot improve (one worker reads all 10 val clips in order with the same noise
+    # at every validation), so two validations without improvement end the run early.
     assert state["step"] == 3 and state["validations_without_improvement"] == 2
+    kept_val = [metrics["val_loss"] for _, metrics in result.best_checkpoints]
+    assert len(kept_val) == 2 and kept_val[0] == pytest.approx(kept_val[1], rel=1e-3), kept_val
     assert 0 < result.metrics["val_psnr"] < 60 and -1 <= result.metrics["val_ssim"] <= 1
     kept = sorted(p.name for p in (tmp_path / "vae-early").glob("checkpoint_0*"))
     assert kept == ["checkpoint_000000002", "checkpoint_000000003"]  # keep_last=2

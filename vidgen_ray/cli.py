@@ -182,6 +182,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- the parser -------------------------------------------------------------------------------------
 
 
+def _tune_main(argv: list[str]) -> int:
+    from vidgen_ray.tune.cli import main as tune_main
+
+    return tune_main(argv, prog="vidgen-ray tune")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidgen-ray", description="Train, evaluate, tune and serve video generators on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -239,6 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-serve", action="store_true", help="leave out serving")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("tune", help="hyperparameter sweep (Ray Tune + Optuna + ASHA) from a tuning/*.yaml file",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="as for jobs/tune.py (vidgen-ray tune --help)")
+    p.set_defaults(func=lambda a: _tune_main(a.args))
+
+    from vidgen_ray.serve.cli import add_bench_args, add_serve_args, cmd_bench, cmd_serve
+
+    p = sub.add_parser("serve", help="serve a checkpoint over HTTP on Ray Serve (/generate, /health, /metadata)")
+    add_serve_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("serve-bench", help="Serve latency / throughput benchmark against the bare model")
+    add_bench_args(p)
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("models", help="list model presets with shapes, parameters and FLOPs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
@@ -250,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     from vidgen_ray.runtime import setup_logging
 
     setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tune"]:  # the sweep CLI owns all of its flags, --help included
+        try:
+            return _tune_main(argv[1:])
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -81,15 +81,17 @@ def run_demo(out: str = "./outputs/demo", videos: int = 32, steps: int = 60, ski
 
     if not skip_tune:
         banner("5/6 tune: Optuna (TPE) + ASHA over the real training loop")
-        from vidgen_ray.tune.run import demo_sweep
+        from vidgen_ray.tune.demo import demo_sweep
 
-        sweep = demo_sweep(str(clips), str(root / "tune"))
-        outputs["tune"] = str(root / "tune")
-        print(f"sweep results, best.yaml and metric.png: {outputs['tune']} ({sweep})")
+        sweep = demo_sweep(str(clips), str(root / "tune"), sets=DEMO_CLIP)
+        outputs["tune"] = sweep.path
+        stopped = sum(r["status"] == "stopped" for r in sweep.rows)
+        print(f"{len(sweep.rows)} trials ({stopped} stopped early by ASHA); results.parquet, best.yaml and the "
+              f"plots: {sweep.path}")
 
     if not skip_serve:
         banner("6/6 serve with Ray Serve and measure latency")
-        from vidgen_ray.serve import serve_and_benchmark
+        from vidgen_ray.serve.bench import serve_and_benchmark
 
         serve_and_benchmark(checkpoint, str(root / "serve"), quick=True)
         outputs["serve"] = str(root / "serve")

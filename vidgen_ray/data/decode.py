@@ -105,8 +105,10 @@ def decode_windows(
     rotation: int | None = None,
     crop: tuple[float, float] = (0.5, 0.5),
     interpolation: str = "area",
+    stats: dict | None = None,
 ) -> list[np.ndarray]:
     """One clip uint8 [frames, H, W, 3] per window start (seconds from the stream's first frame).
+    ``stats["frames_decoded"]`` (when given) counts the source frames the decoder produced.
 
     All windows are served by ONE forward decode: their target times are merged and sorted, each
     decoded frame fills every slot it is nearest to (overlapping windows share frames and their
@@ -125,7 +127,7 @@ def decode_windows(
     position = 0.0
     prev_frame, prev_time = None, -np.inf
     last_pick, last_rgb = None, None
-    i, seeked_for = 0, -1
+    i, seeked_for, decoded = 0, -1, 0
     while i < len(slots):
         # Seek over a long gap, once per target: a sparse-keyframe file lands far before it and
         # then decodes forward.
@@ -136,6 +138,7 @@ def decode_windows(
         frame = next(frame_iter, None)
         if frame is None:
             break  # the stream ended before the last targets (duration estimates can be long)
+        decoded += 1
         if g is None:
             rot = rotation if rotation is not None else int(round((frame.rotation or 0) / 90.0)) * 90 % 360
             g = geometry(frame.width, frame.height, rot, height, width, crop_u=crop[0], crop_v=crop[1])
@@ -157,6 +160,8 @@ def decode_windows(
             last_rgb = convert(prev_frame, g, interpolation)
         for _, w, k in slots[i:]:
             clips[w][k] = last_rgb
+    if stats is not None:
+        stats["frames_decoded"] = stats.get("frames_decoded", 0) + decoded
     return clips
 
 
@@ -172,7 +177,8 @@ def decode_file(
     interpolation: str = "area",
     size: int | None = None,
     max_inmemory_mb: int = 512,
+    stats: dict | None = None,
 ) -> list[np.ndarray]:
     """Open ``uri`` once and decode one clip per window start."""
     with open_video(uri, size, max_inmemory_mb) as container:
-        return decode_windows(container, starts, frames, fps, height, width, rotation, crop, interpolation)
+        return decode_windows(container, starts, frames, fps, height, width, rotation, crop, interpolation, stats)

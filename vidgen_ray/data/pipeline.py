@@ -100,6 +100,7 @@ class UnitReader:
         self.frames = cfg.clip.frames
         self.decoded = self.frames + (cfg.augment.extra_frames(self.frames) if self.train else 0)
         self.failures = 0
+        self.stats: dict = {}
         # Stored train clips (prepare / cache, no augmentation yet) keep the extra frames.
         self.out_frames = self.decoded if (self.train and not self.augment and units.kind == "video") else self.frames
 
@@ -130,6 +131,7 @@ class UnitReader:
         clips = decode_file(
             unit["uri"], starts, self.decoded, spec.fps, spec.height, spec.width, rotation=unit["rotation"],
             crop=crop, interpolation=spec.interpolation, size=unit["size"], max_inmemory_mb=self.cfg.max_inmemory_mb,
+            stats=self.stats,
         )
         return [(self._augment(c, rng), s, i) for i, (c, s) in enumerate(zip(clips, starts))]
 
@@ -167,6 +169,8 @@ class UnitReader:
             except Exception as exc:  # noqa: BLE001 - one bad file must not end a training job
                 self.failures += 1
                 log.warning("skipping %s (epoch %d): %s: %s", unit["uri"], epoch, type(exc).__name__, exc)
+        _publish(self.split, clips=len(cols["video"]), frames=self.stats.pop("frames_decoded", 0), failures=self.failures)
+        self.failures = 0
         spec = self.cfg.clip
         video = np.stack(cols["video"]) if cols["video"] else np.zeros((0, self.out_frames, spec.height, spec.width, 3), np.uint8)
         return {
@@ -179,6 +183,30 @@ class UnitReader:
             "epoch": np.asarray(cols["epoch"], dtype=np.int64),
             "item": np.asarray(cols["item"], dtype=np.int64),
         }
+
+
+@functools.lru_cache(maxsize=1)
+def _counters():
+    """Ray metrics of the data pipeline (Prometheus names ray_vidgen_data_*_total), one set per process."""
+    try:
+        from ray.util.metrics import Counter
+
+        return {
+            "clips": Counter("vidgen_data_clips", "clips produced by the decode pipeline", tag_keys=("split",)),
+            "frames": Counter("vidgen_data_frames", "source frames decoded", tag_keys=("split",)),
+            "failures": Counter("vidgen_data_failures", "files that failed to decode after the probe", tag_keys=("split",)),
+        }
+    except Exception:  # noqa: BLE001 - outside a Ray worker there is nowhere to publish
+        return None
+
+
+def _publish(split: str, **counts: int) -> None:
+    counters = _counters()
+    if counters is None:
+        return
+    for name, value in counts.items():
+        if value:
+            counters[name].inc(value, tags={"split": split})
 
 
 @functools.lru_cache(maxsize=4)
@@ -208,7 +236,7 @@ def clip_stream(
     ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
     # Tasks, not actors: Ray reuses worker processes between tasks (imports and caches stay warm)
     # and nothing has to start before the first clip; the pool size caps decode parallelism.
-    return ds.map_batches(
+    ds = ds.map_batches(
         read_units,
         fn_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
         batch_size=cfg.files_per_task,
@@ -218,6 +246,12 @@ def clip_stream(
         memory=cfg.decode_memory_mb * 2**20,
         **extra,
     )
+    if split != "train":
+        # Evaluation splits come out in one order every pass (the batch formatting threads
+        # otherwise reorder batches): the same clips meet the same noise draws at every validation.
+        # This dataset's own context; the train stream stays unordered for throughput.
+        ds.context.execution_options.preserve_order = True
+    return ds
 
 
 # --- feeding training -------------------------------------------------------------------------------
@@ -243,15 +277,17 @@ class ClipCollate(NumpyBatchCollateFn):
         }
 
 
-def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = True) -> Iterator[dict]:
-    """Iterate a Train worker's shard (``ray.train.get_dataset_shard``) as collated torch batches."""
-    if cfg.shuffle_buffer and cfg.shuffle_buffer < 4 * batch_size:
+def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = True, shuffle: bool = True) -> Iterator[dict]:
+    """Iterate a Train worker's shard (``ray.train.get_dataset_shard``) as collated torch batches;
+    ``shuffle`` applies the local shuffle buffer of ``cfg`` (validation reads in order)."""
+    shuffle = shuffle and bool(cfg.shuffle_buffer)
+    if shuffle and cfg.shuffle_buffer < 4 * batch_size:
         raise ValueError(f"data.shuffle_buffer={cfg.shuffle_buffer} must be far larger than 2 x batch ({batch_size}); ray#66085 hangs otherwise")
     return shard.iter_torch_batches(
         batch_size=batch_size,
         prefetch_batches=cfg.prefetch_batches,
-        local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-        local_shuffle_seed=cfg.seed if cfg.shuffle_buffer else None,
+        local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None,
+        local_shuffle_seed=cfg.seed if shuffle else None,
         drop_last=drop_last,
         collate_fn=ClipCollate(),
     )

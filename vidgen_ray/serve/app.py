@@ -120,9 +120,8 @@ class VideoGenerator:
             yield answers
 
 
-def build_app(config: ServeConfig):
-    """ServeConfig -> a Serve Application (deploy with ``serve.run`` or ``run`` below)."""
-    config.validate()
+def deployment_options(config: ServeConfig) -> dict:
+    """``serve.deployment`` options for a config: backpressure, resources, fixed or autoscaled replicas."""
     options: dict = {
         "max_ongoing_requests": config.max_ongoing_requests,
         "max_queued_requests": config.max_queued_requests,
@@ -132,14 +131,31 @@ def build_app(config: ServeConfig):
     if config.autoscaling:
         options["autoscaling_config"] = {
             "min_replicas": config.min_replicas,
+            "initial_replicas": config.min_replicas,
             "max_replicas": config.max_replicas,
             "target_ongoing_requests": config.target_ongoing_requests,
         }
     else:
         options["num_replicas"] = config.min_replicas
-    return VideoGenerator.options(**options).bind(config)
+    return options
+
+
+def build_app(config: ServeConfig):
+    """ServeConfig -> a Serve Application (deploy with ``serve.run`` or ``run`` below)."""
+    return VideoGenerator.options(**deployment_options(config.validate())).bind(config)
+
+
+def check_checkpoint(config: ServeConfig) -> None:
+    """Fail here, with the fix, rather than in every replica's constructor (Serve retries those)."""
+    from vidgen_ray import storage
+    from vidgen_ray.configs import ConfigError
+
+    if config.loader is None and not storage.exists(storage.join(config.checkpoint, "meta.json")):
+        raise ConfigError(f"{config.checkpoint} holds no meta.json: pass a checkpoint directory written by "
+                          "training, e.g. <storage_path>/<run name>/checkpoint_000004")
 
 
 def run(config: ServeConfig, blocking: bool = False):
     """Deploy (or update) the app on the connected Ray cluster; returns its DeploymentHandle."""
+    check_checkpoint(config.validate())
     return serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)

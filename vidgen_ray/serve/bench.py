@@ -6,10 +6,12 @@ against the bare model timed in-process in the same run, on the same code path (
 
 Per grid point: a bounded closed-loop load on 127.0.0.1 (``requests_per_point`` requests or
 ``time_limit_s``, whichever comes first, after ``warmup_requests`` that are not counted), reporting
-p50/p95/p99 latency, throughput and error rate. ``bare_p50_ms`` is the in-process latency of one
-``Engine.run`` over min(concurrency, max batch size) requests (what one replica batch costs without
-Serve, HTTP or queueing); ``overhead_ratio`` = serve p50 / bare p50. At concurrency 1 that ratio is
-Serve's overhead; above the batch size it also counts time queued behind other clients' batches.
+p50/p95/p99 latency, throughput and error rate. ``replica_p50_ms`` is the time the request spent
+inside the replica (batch wait + generation + encoding); the client's latency minus it is the
+proxy and HTTP. ``bare_p50_ms`` is the in-process latency of one ``Engine.run`` over
+min(concurrency, max batch size) requests (what one replica batch costs without Serve, HTTP or
+queueing); ``overhead_ratio`` = serve p50 / bare p50. At concurrency 1 that ratio is Serve's
+overhead; above it, it also counts time queued behind other clients' requests.
 """
 
 from __future__ import annotations
@@ -107,34 +109,33 @@ def describe_device(config: ServeConfig) -> str:
 
 def run_benchmark(serve_config: ServeConfig, bench: BenchConfig, base_url: str) -> dict:
     """The grid against a Serve HTTP proxy at ``base_url`` (Serve started); the app is (re)deployed
-    once per batch size and left running (the caller deletes it)."""
-    from vidgen_ray.serve.app import run as deploy
+    once per batch size and left running (the caller deletes it). The bare model is timed right
+    before each deployment's load, while its replica idles, so both see the machine in the same state."""
+    from vidgen_ray.serve.app import check_checkpoint, run as deploy
 
     bench.validate()
-    serve_config.validate()
+    check_checkpoint(serve_config.validate())
     # The bare model runs in this process with the replica's thread count, so the ratio compares like with like.
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads(serve_config))
-    try:
-        engine = Engine(serve_config)
-        payload: dict = {"format": bench.format}
-        if bench.steps is not None and engine.card.default_steps is not None:
-            payload["steps"] = bench.steps
-        sizes = sorted({min(c, b) for c in bench.concurrency for b in bench.batch_sizes} | {1})
-        bare = {b: bare_latency(engine, payload, b, bench.bare_repeats) for b in sizes}
-        card = engine.card.as_dict()
-        del engine
-    finally:
-        torch.set_num_threads(threads_before)
-    for b in sizes:
-        log.info("bare model, batch %d: p50 %.1f ms", b, bare[b]["p50_ms"])
-
+    engine = Engine(serve_config)
+    card = engine.card.as_dict()
+    payload: dict = {"format": bench.format}
+    if bench.steps is not None and engine.card.default_steps is not None:
+        payload["steps"] = bench.steps
     url = base_url.rstrip("/") + serve_config.route_prefix.rstrip("/") + "/generate"
-    grid = []
+    load_before = os.getloadavg()[0]  # other work on the host skews both sides; the report says how much
+    bare_runs, grid = [], []
     seed = 10_000  # distinct from the bare runs' seeds; every request gets its own
     for b in bench.batch_sizes:
         config = replace(serve_config, max_batch_size=b, max_ongoing_requests=max(serve_config.max_ongoing_requests, b))
         deploy(config)
+        torch.set_num_threads(cpu_threads(serve_config))
+        try:
+            bare = {n: bare_latency(engine, payload, n, bench.bare_repeats)
+                    for n in sorted({min(c, b) for c in bench.concurrency})}
+        finally:
+            torch.set_num_threads(threads_before)
+        bare_runs += [{"max_batch_size": b} | stats for stats in bare.values()]
         for c in bench.concurrency:
             if bench.warmup_requests:
                 run_load(url, payload, c, bench.warmup_requests, bench.time_limit_s, first_seed=seed)
@@ -144,20 +145,22 @@ def run_benchmark(serve_config: ServeConfig, bench: BenchConfig, base_url: str) 
             ref = bare[min(c, b)]
             row |= {"max_batch_size": b, "bare_batch_size": ref["batch_size"], "bare_p50_ms": ref["p50_ms"],
                     "overhead_ratio": row["p50_ms"] / ref["p50_ms"]}
-            log.info("batch %d, concurrency %d: p50 %.1f ms, %.2f req/s, errors %.1f%%", b, c, row["p50_ms"],
-                     row["throughput_rps"], 100 * row["error_rate"])
+            log.info("batch %d, concurrency %d: p50 %.1f ms (bare %.1f ms), %.2f req/s, errors %.1f%%", b, c,
+                     row["p50_ms"], ref["p50_ms"], row["throughput_rps"], 100 * row["error_rate"])
             grid.append(row)
     c1 = [r for r in grid if r["concurrency"] == 1]
     return {
         "device": describe_device(serve_config),
+        "host_load_1m": [load_before, os.getloadavg()[0]],  # before and after the grid
         "checkpoint": serve_config.checkpoint,
         "model": card,
         "sampling": serve_config.sampling,
         "request": payload,
         "serve": {k: v for k, v in to_dict(serve_config).items() if k != "loader"},
         "bench": to_dict(bench),
-        "bare": [bare[b] for b in sizes],
+        "bare": bare_runs,
         "grid": grid,
+        # The smallest Serve-over-bare ratio at one client: the batch size that adds the least waiting.
         "overhead_ratio_c1": min(r["overhead_ratio"] for r in c1) if c1 else None,
     }
 

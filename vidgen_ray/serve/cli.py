@@ -27,14 +27,19 @@ def _serve_config(args: argparse.Namespace):
         if key == "loader":
             raise ConfigError("loader is a Python callable: set it from Python, not from the command line")
         set_dotted(config, key, value)
-    return config.validate()
+    from vidgen_ray.serve.app import check_checkpoint
+
+    check_checkpoint(config.validate())
+    return config
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory: local path or s3:// (meta.json + model.pt)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint directory: local path or s3:// (meta.json + model.pt)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any ServeConfig field, e.g. --set max_batch_size=8 --set num_gpus=1 (repeatable)")
-    p.add_argument("--port", type=int, help="HTTP port of Serve's proxy if this starts Serve (default 8000 / a free one)")
+    p.add_argument("--port", type=int,
+                   help="HTTP port of Serve's proxy if this starts Serve (default 8000 / a free one)")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local instance)")
 
 
@@ -103,8 +108,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = _serve_config(args)
     bench = replace(QUICK) if args.quick else BenchConfig()
-    for attr, key in (("concurrency", "concurrency"), ("batch_sizes", "batch_sizes"), ("requests", "requests_per_point"),
-                      ("time_limit", "time_limit_s"), ("warmup", "warmup_requests"), ("bare_repeats", "bare_repeats"),
+    for attr, key in (("concurrency", "concurrency"), ("batch_sizes", "batch_sizes"),
+                      ("requests", "requests_per_point"), ("time_limit", "time_limit_s"),
+                      ("warmup", "warmup_requests"), ("bare_repeats", "bare_repeats"),
                       ("steps", "steps"), ("format", "format")):
         if getattr(args, attr) is not None:
             setattr(bench, key, getattr(args, attr))
@@ -119,3 +125,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         json.dump(result, sys.stdout, indent=1)
         print()
     return 0
+
+
+def main(add_args, command, description: str, argv: list[str] | None = None) -> int:
+    """Parse, run, and turn a ConfigError into a one-line message and exit code 2 (like ``vidgen-ray``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(command(args) or 0)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2

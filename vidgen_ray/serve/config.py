@@ -74,7 +74,8 @@ class ServeConfig:
 
     def validate(self) -> ServeConfig:
         if not self.checkpoint:
-            raise ConfigError("no checkpoint: pass --checkpoint PATH_OR_URI (a directory holding meta.json and model.pt)")
+            raise ConfigError("no checkpoint: pass --checkpoint PATH_OR_URI "
+                              "(a directory holding meta.json and model.pt)")
         if not self.route_prefix.startswith("/"):
             raise ConfigError(f"route_prefix {self.route_prefix!r} must start with '/', e.g. '/' or '/vidgen'")
         if not self.app_name or "/" in self.app_name:

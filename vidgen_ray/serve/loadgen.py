@@ -25,6 +25,7 @@ class Sample:
     latency_ms: float
     nbytes: int
     batch_size: int = 0  # requests in the replica's batch (x-vidgen-batch-size), 0 if not reported
+    replica_ms: float = float("nan")  # time inside the replica (x-vidgen-replica-ms): the rest is proxy + HTTP
 
 
 @dataclass
@@ -51,6 +52,7 @@ class LoadResult:
             "p99_ms": float(np.percentile(lat, 99)),
             "mean_ms": float(lat.mean()),
             "throughput_rps": len(ok) / self.wall_s if self.wall_s > 0 else 0.0,
+            "replica_p50_ms": float(np.percentile([s.replica_ms for s in ok], 50)) if ok else float("nan"),
             "mean_batch_size": float(np.mean([s.batch_size for s in ok])) if ok else 0.0,
             "wall_s": self.wall_s,
         }
@@ -65,9 +67,10 @@ async def _one(session: aiohttp.ClientSession, url: str, payload: dict) -> Sampl
             if status == 200 and response.content_length is not None and len(body) != response.content_length:
                 status = 0  # a truncated answer counts as a failure, never as a success
             batch = int(response.headers.get("x-vidgen-batch-size", 0))
+            replica_ms = float(response.headers.get("x-vidgen-replica-ms", "nan"))
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return Sample(0, (time.perf_counter() - start) * 1e3, 0)
-    return Sample(status, (time.perf_counter() - start) * 1e3, len(body), batch)
+    return Sample(status, (time.perf_counter() - start) * 1e3, len(body), batch, replica_ms)
 
 
 async def _load(url: str, payload: dict, concurrency: int, max_requests: int, time_limit_s: float,

@@ -12,6 +12,7 @@ COLUMNS = [
     ("p50_ms", "p50 ms", "{:.1f}"),
     ("p95_ms", "p95 ms", "{:.1f}"),
     ("p99_ms", "p99 ms", "{:.1f}"),
+    ("replica_p50_ms", "in replica p50", "{:.1f}"),
     ("throughput_rps", "req/s", "{:.2f}"),
     ("error_rate", "errors", "{:.1%}"),
     ("mean_batch_size", "mean batch", "{:.2f}"),
@@ -35,8 +36,8 @@ def table(result: dict) -> str:
 
 def headline(result: dict) -> str:
     ratio = result.get("overhead_ratio_c1")
-    bare = result["bare"][0]
-    text = f"bare model, batch {bare['batch_size']}: p50 {bare['p50_ms']:.1f} ms"
+    singles = [r["p50_ms"] for r in result["bare"] if r["batch_size"] == 1]
+    text = f"bare model, one request in-process: p50 {min(singles):.1f} ms" if singles else "bare model: not timed"
     if ratio is not None:
         text += f"; Serve at concurrency 1: p50 / bare p50 = {ratio:.2f}"
     return text

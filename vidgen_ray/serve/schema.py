@@ -25,7 +25,8 @@ class GenerateRequest(BaseModel):
 
     label: int | None = Field(default=None, alias="class", description="class index for class-conditional models")
     caption: str | None = Field(default=None, description="text for caption-conditional models")
-    seed: int | None = Field(default=None, description="the same seed gives the same video; the server picks one if absent")
+    seed: int | None = Field(default=None,
+                             description="the same seed gives the same video; the server picks one if absent")
     frames: int | None = Field(default=None, description="first N frames of the model's clip (default: all)")
     steps: int | None = Field(default=None, description="sampling steps (transformer)")
     guidance: float | None = Field(default=None, description="classifier-free guidance scale, 1 = none (transformer)")

@@ -16,6 +16,8 @@ A checkpoint directory (one per ``ray.train.report``; Ray merges every rank's fi
 
 from __future__ import annotations
 
+import time
+
 import io
 import json
 import random
@@ -242,3 +244,33 @@ def latest_checkpoint(run_dir: str) -> str | None:
         return None
     candidates = sorted({e.uri.rsplit("/", 1)[0] for e in storage.list_files(run_dir) if e.uri.endswith("/" + META)})
     return candidates[-1] if candidates else None
+
+
+# Ray Train's record of the checkpoints it registered (a checkpoint counts once every rank reported
+# it). Written by the Train controller beside the checkpoints; a private file of Ray 2.60.
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def registered_checkpoint(run_dir: str) -> str | None:
+    """The checkpoint Ray Train hands the workers on a (re)start (``ray.train.get_checkpoint()``),
+    or None. Not the same as :func:`latest_checkpoint`: a node that dies while the ranks report
+    leaves a directory on storage that Ray never registered, and the workers restart from the one
+    before it. Whatever must agree with the workers (the data position of the train stream) reads
+    this one."""
+    import json
+
+    from vidgen_ray import storage
+
+    snapshot = storage.join(run_dir, RAY_SNAPSHOT)
+    if not storage.exists(snapshot):
+        return None
+    for attempt in range(5):  # Ray rewrites the file in place: a read may catch it half-written
+        try:
+            latest = json.loads(storage.read_text(snapshot)).get("latest_checkpoint_result") or {}
+            break
+        except json.JSONDecodeError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+    name = latest.get("checkpoint_dir_name")
+    return storage.join(run_dir, name) if name else None

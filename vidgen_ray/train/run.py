@@ -20,7 +20,7 @@ from vidgen_ray.data.normalize import Normalizer, channel_stats
 from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context
 from vidgen_ray.data.prepare import training_units
 from vidgen_ray.runtime import get_logger, init_ray
-from vidgen_ray.train.checkpoint import latest_checkpoint, read_meta
+from vidgen_ray.train.checkpoint import read_meta, registered_checkpoint
 from vidgen_ray.train.loop import RunPlan, train_loop_per_worker
 
 log = get_logger("train.run")
@@ -61,7 +61,8 @@ class TrainStream:
 
     def __call__(self):
         start_item = 0
-        latest = latest_checkpoint(storage.join(self.cfg.storage_path, self.cfg.name))
+        # The checkpoint the workers will restore, so the data resumes where the model does.
+        latest = registered_checkpoint(storage.join(self.cfg.storage_path, self.cfg.name))
         if latest is not None:
             start_item = int(read_meta_uri(latest)["state"]["items_consumed"])
         total = len(self.units) * self.epochs

@@ -17,8 +17,14 @@ def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dic
     sums: dict[str, float] = {}
     batches = 0
     model.eval()
-    with torch.no_grad():
-        for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data):
+    # The losses draw noise (latents, timesteps, reparameterisation): the same draws at every
+    # validation make val metrics comparable across steps, so early stopping sees the model change,
+    # not the dice. The training RNG stream is left untouched.
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        torch.manual_seed(cfg.train.seed + 1_000_003 * (1 + rank))
+        for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data, shuffle=False):
             if batches >= cfg.train.val_batches:
                 break
             batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
