@@ -133,7 +133,7 @@ def main() -> None:
         clips, seconds, peak = run_pipeline(units, cfg, actors)
         results[actors] = (clips, seconds, peak, total_frames / seconds)
     figures = {
-        "machine": f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, {ray.__version__=}, av {av.__version__}",
+        "machine": f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, ray {ray.__version__}, av {av.__version__}",
         "videos": len(kept),
         "frames": total_frames,
         "raw_fps": raw_fps,
