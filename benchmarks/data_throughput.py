@@ -37,7 +37,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from vidgen_ray import storage  # noqa: E402
 from vidgen_ray.data.config import DataConfig  # noqa: E402
-from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context, probe_all, video_units  # noqa: E402
+from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context, probe_all, segment_units  # noqa: E402
 from vidgen_ray.data.probe import open_video  # noqa: E402
 
 
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--max-clips-per-task", type=int, default=DataConfig.max_clips_per_task,
+                        help="cut longer files into segments of this many clips (0: never)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
 
@@ -111,7 +113,7 @@ def main() -> None:
 
     init_ray(num_cpus=2, include_dashboard=False, for_tests=True)
     configure_data_context()
-    cfg = DataConfig(source=args.src, files_per_task=1)
+    cfg = DataConfig(source=args.src, files_per_task=1, max_clips_per_task=args.max_clips_per_task)
     cfg.clip.frames, cfg.clip.fps, cfg.clip.height, cfg.clip.width = args.frames, args.fps, args.size, args.size
     cfg.clip.clips_per_video = 1
     rows, labels = probe_all(cfg)
@@ -119,10 +121,13 @@ def main() -> None:
     clip_s = args.frames / args.fps
     # Tile each video with back-to-back windows, so one forward decode covers every frame once.
     tiled = [{**r, "clips": max(1, int(r["duration"] // clip_s))} for r in kept]
-    tiled.sort(key=lambda r: -r["size"])  # big files first: no straggler at the end
-    units = Units("video", tiled, sum(r["clips"] for r in tiled) / len(tiled), label_names=labels)
+    # Long files are cut into segments of data.max_clips_per_task clips (as video_units does), and the
+    # costliest units (pixels x frames) go first: no straggler at the end.
+    units = segment_units(Units("video", tiled, sum(r["clips"] for r in tiled) / len(tiled), label_names=labels),
+                          cfg.max_clips_per_task)
+    units.rows.sort(key=lambda r: -r["width"] * r["height"] * r["frames"] * r.get("span", r["duration"]) / r["duration"])
     total_frames = sum(r["frames"] for r in kept)
-    print(f"{len(kept)} videos, {total_frames} frames, {sum(r['clips'] for r in tiled)} clips of "
+    print(f"{len(kept)} videos in {len(units)} decode units, {total_frames} frames, {sum(r['clips'] for r in tiled)} clips of "
           f"{args.frames}x{args.size}x{args.size} @ {args.fps} fps")
 
     raw_n, raw_s = decode_all(kept, rgb=False)

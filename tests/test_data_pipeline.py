@@ -150,3 +150,32 @@ def test_normalizer_modes_round_trip():
         torch.testing.assert_close(norm.inverse(x), video, atol=1, rtol=0)
     with pytest.raises(ValueError, match="std must be positive"):
         Normalizer("mean_std", (0.5,) * 3, (0.0, 1.0, 1.0))
+
+
+def test_a_long_file_is_cut_into_segments_that_decode_the_same_windows(ray_session, synth_dir: Path):
+    from vidgen_ray.data.decode import even_windows
+    from vidgen_ray.data.pipeline import Units, segment_units
+
+    cfg = DataConfig(source=str(synth_dir))
+    cfg.clip.frames, cfg.clip.fps, cfg.clip.height, cfg.clip.width = 4, 8.0, 32, 32
+    rows, labels = probe_all(cfg)
+    video = max((r for r in rows if r["status"] == "kept"), key=lambda r: r["duration"])
+    clip_s = cfg.clip.frames / cfg.clip.fps
+    n = int(video["duration"] // clip_s)  # back-to-back windows over the whole file
+    assert n >= 5, video["duration"]
+    whole = Units("video", [{**video, "clips": n}], n, label_names=labels)
+    cut = segment_units(whole, max_clips=2)
+    assert len(cut) == -(-n // 2) and sum(r["clips"] for r in cut.rows) == n
+    # The segments tile the file: consecutive, no gap, no overlap, ending at its duration.
+    assert cut.rows[0]["t0"] == 0 and cut.rows[-1]["t0"] + cut.rows[-1]["span"] == pytest.approx(video["duration"])
+    for a, b in zip(cut.rows, cut.rows[1:]):
+        assert b["t0"] == pytest.approx(a["t0"] + a["span"])
+    starts = [r["t0"] + s for r in cut.rows for s in even_windows(r["span"], clip_s, r["clips"])]
+    assert all(b - a >= clip_s - 1e-9 for a, b in zip(starts, starts[1:]))  # windows never overlap
+    assert segment_units(whole, max_clips=0) is whole and segment_units(whole, max_clips=n) is whole
+
+    # Decoded through the pipeline, the segments give every clip, at its start time in the file.
+    clips = list(clip_stream(cut, cfg, "val", decode_tasks=2).iter_rows())
+    assert len(clips) == n
+    assert sorted(float(c["start_s"]) for c in clips) == pytest.approx(sorted(starts), abs=1e-6)
+    assert all(c["video"].shape == (4, 32, 32, 3) for c in clips)

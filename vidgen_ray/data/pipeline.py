@@ -81,7 +81,32 @@ def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
 def video_units(probed: tuple[list[dict], list[str]], cfg: DataConfig) -> dict[str, Units]:
     rows, label_names = probed
     kept = [r for r in rows if r["status"] == "kept"]
-    return {s: Units("video", [r for r in kept if r["split"] == s], cfg.clip.clips_per_video, label_names=label_names) for s in SPLITS}
+    units = {s: Units("video", [r for r in kept if r["split"] == s], cfg.clip.clips_per_video, label_names=label_names) for s in SPLITS}
+    return {s: segment_units(u, cfg.max_clips_per_task) for s, u in units.items()}
+
+
+def segment_units(units: Units, max_clips: int) -> Units:
+    """Cut every video unit that asks for more than ``max_clips`` clips (its ``clips``, else
+    ``units.clips_per_unit``) into consecutive time segments (``t0``, ``span``) of at most
+    ``max_clips`` clips each: one long file then feeds several decode tasks at once (each seeks to its
+    segment) instead of being one straggler. Clips keep the same spacing; the row count grows."""
+    if units.kind != "video" or max_clips <= 0 or all(int(r.get("clips") or units.clips_per_unit) <= max_clips for r in units.rows):
+        return units
+    out: list[dict] = []
+    for row in units.rows:
+        n = int(row.get("clips") or units.clips_per_unit)
+        if n <= max_clips:
+            out.append(row)
+            continue
+        t0, span = float(row.get("t0", 0.0)), float(row.get("span", row["duration"]))
+        pieces = math.ceil(n / max_clips)
+        sizes = [n // pieces + (i < n % pieces) for i in range(pieces)]
+        for size in sizes:
+            part = span * size / n
+            out.append({**row, "clips": size, "t0": t0, "span": part})
+            t0 += part
+    return Units("video", out, sum(int(r.get("clips") or units.clips_per_unit) for r in out) / max(1, len(out)),
+                 units.frames, units.label_names)
 
 
 # --- reading units ----------------------------------------------------------------------------------
@@ -123,10 +148,12 @@ class UnitReader:
         spec = self.cfg.clip
         window_s = self.decoded / spec.fps
         n = int(unit.get("clips") or spec.clips_per_video)  # a unit may ask for its own number of windows
+        t0, span = float(unit.get("t0", 0.0)), float(unit.get("span", unit["duration"]))  # a segment of the file
         if self.train and spec.window == "random":
-            starts = random_windows(unit["duration"], window_s, n, rng)
+            starts = random_windows(span, window_s, n, rng)
         else:
-            starts = even_windows(unit["duration"], window_s, n)
+            starts = even_windows(span, window_s, n)
+        starts = [t0 + s for s in starts]
         crop = (float(rng.uniform()), float(rng.uniform())) if self.train and spec.crop == "random" else (0.5, 0.5)
         clips = decode_file(
             unit["uri"], starts, self.decoded, spec.fps, spec.height, spec.width, rotation=unit["rotation"],
@@ -233,7 +260,9 @@ def clip_stream(
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
     size = decode_tasks or cfg.decode_workers or None  # None: Ray Data scales with the free CPUs
     extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
-    ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
+    # Item ids as in-memory blocks, not ray.data.range: range's read tasks would each take a CPU slot
+    # from the decode tasks (on a small node they halve decode parallelism).
+    ds = ray.data.from_items([{"id": i} for i in range(total)], override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
     # Tasks, not actors: Ray reuses worker processes between tasks (imports and caches stay warm)
     # and nothing has to start before the first clip; the pool size caps decode parallelism.
     ds = ds.map_batches(

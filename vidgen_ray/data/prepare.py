@@ -145,7 +145,7 @@ def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 16) -> dict:
         shards, per_source = _shard_counts(storage.join(out, split))
         clips[split] = sum(s["rows"] for s in shards)
         # A file that passed the probe can still fail mid-stream: account for it, never lose it silently.
-        for r in units[split].rows:
+        for r in (r for r in rows if r["status"] == "kept" and r["split"] == split):  # files, not segments
             if per_source[r["source_id"]] == 0:
                 late.append(r["uri"])
                 r["status"], r["reason"], r["error"] = "dropped", "decode_failed", "no clip could be decoded after the probe passed"
