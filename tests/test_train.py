@@ -16,7 +16,7 @@ import pytest
 
 from conftest import tiny_experiment
 from vidgen_ray import storage
-from vidgen_ray.train.checkpoint import load_for_inference, read_meta
+from vidgen_ray.train.checkpoint import load_for_inference, read_meta, registered_checkpoint
 from vidgen_ray.train.run import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.gloo]
@@ -32,6 +32,9 @@ def test_ddp_gan_trains_then_a_rerun_resumes(ray_session, prepared_dir: Path, tm
     first = train(cfg)
     s1 = state_of(first)
     assert s1["step"] == 4 and s1["resumes"] == 0 and [h[0] for h in s1["history"]] == [1, 2, 3, 4]
+    # The rerun's data position comes from the checkpoint Ray registered (read from Ray's own snapshot
+    # file): it must be the one the workers restore.
+    assert registered_checkpoint(str(tmp_path / "ddp-gan")).endswith("checkpoint_000000004")
     assert {"loss_discriminator", "loss_generator", "val_loss", "samples_per_s", "data_wait_fraction"} <= set(first.metrics)
     samples = tmp_path / "ddp-gan" / "samples" / "step_000000004"
     assert (samples / "grid.png").stat().st_size > 0 and len(list(samples.glob("*.mp4"))) == 2
