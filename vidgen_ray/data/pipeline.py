@@ -260,9 +260,10 @@ def clip_stream(
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
     size = decode_tasks or cfg.decode_workers or None  # None: Ray Data scales with the free CPUs
     extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
-    # Item ids as in-memory blocks, not ray.data.range: range's read tasks would each take a CPU slot
-    # from the decode tasks (on a small node they halve decode parallelism).
-    ds = ray.data.from_items([{"id": i} for i in range(total)], override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
+    # A lazy range, not the ids materialised up front (from_items): a stream is epochs x units items,
+    # hundreds of millions on a large bucket. Its read tasks do take CPU slots beside the decode tasks,
+    # which costs parallelism on a 2-core node (BENCHMARKS.md).
+    ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
     # Tasks, not actors: Ray reuses worker processes between tasks (imports and caches stay warm)
     # and nothing has to start before the first clip; the pool size caps decode parallelism.
     ds = ds.map_batches(
