@@ -279,7 +279,8 @@ def clip_stream(
     if split != "train":
         # Evaluation splits come out in one order every pass (the batch formatting threads
         # otherwise reorder batches): the same clips meet the same noise draws at every validation.
-        # This dataset's own context; the train stream stays unordered for throughput.
+        # This dataset's own context; the train stream stays unordered for throughput. Ray Train
+        # overwrites a dataset's execution options, so train/run.py `ingest_config` restates this.
         ds.context.execution_options.preserve_order = True
     return ds
 

@@ -135,8 +135,25 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
             ),
         ),
         datasets=datasets,
+        dataset_config=ingest_config(tuple(datasets)),
         torch_config=TorchConfig(backend=backend),
     )
+
+
+def ingest_config(names: tuple[str, ...]):
+    """Ray Train replaces every dataset's execution options with its own (copied from the global
+    DataContext, where ``preserve_order`` is off for throughput), so the order the evaluation splits
+    ask for in ``clip_stream`` must be restated here: in order, the val shard meets the same noise
+    draws at every validation and early stopping compares like with like."""
+    import ray.train
+
+    ordered = {}
+    for name in names:
+        if name != "train":
+            options = ray.train.DataConfig.default_ingest_options()
+            options.preserve_order = True
+            ordered[name] = options
+    return ray.train.DataConfig(execution_options=ordered or None)
 
 
 def local_cpus_needed(cfg: ExperimentConfig) -> int:
