@@ -126,7 +126,7 @@ def main() -> None:
         result["killed_at"] = time.time()
 
         # Where decoding ran: on the decode node only.
-        tasks = list_tasks(address=dashboard, filters=[("name", "=", "ReadRange->MapBatches(read_units)")], limit=1000,
+        tasks = list_tasks(address=dashboard, filters=[("name", "=", "ReadStreamItems->MapBatches(read_units)")], limit=1000,
                            raise_on_missing_output=False)
         tasks += list_tasks(address=dashboard, filters=[("name", "=", "MapBatches(read_units)")], limit=1000,
                             raise_on_missing_output=False)

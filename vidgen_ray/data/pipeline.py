@@ -7,8 +7,8 @@ print(clip_stream(units['train'], cfg, 'train').take(1)[0]['video'].shape)"
 
 A clip stream is a Ray Dataset over *items*: item ``g`` is (epoch ``g // n``, unit ``perm_epoch[g % n]``),
 where a unit is a video file (decoded on the fly) or a parquet shard of already decoded clips (the
-cache, or a dataset written by ``vidgen-ray data prepare``). Items are plain integers
-(``ray.data.range``), so a stream of many epochs costs nothing to describe, every epoch has its own
+cache, or a dataset written by ``vidgen-ray data prepare``). Items are plain integers made lazily
+(``StreamItems``), so a stream of many epochs costs nothing to describe, every epoch has its own
 seeded order, and a resumed run starts at item ``g`` exactly (``start_item``). Decoding runs in a
 pool of CPU tasks (Ray reuses their processes), a few files per call, each with a ``memory=`` request, so the scheduler sees the
 heap that decoded video takes; only uint8 clips reach the object store.
@@ -26,7 +26,9 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
+from ray.data.block import BlockMetadata
 from ray.data.collate_fn import NumpyBatchCollateFn
+from ray.data.datasource import Datasource, ReadTask
 
 from vidgen_ray import storage
 from vidgen_ray.data import augment as aug_lib
@@ -242,6 +244,36 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+class StreamItems(Datasource):
+    """Item ids ``0..n-1`` in blocks of ``per_block``: the stream's source, described lazily (a
+    read task per block, its ids made when it runs) so a stream of any length costs nothing up front."""
+
+    def __init__(self, n: int, per_block: int) -> None:
+        self.n, self.per_block = int(n), int(per_block)
+
+    def estimate_inmemory_data_size(self) -> int:
+        return 8 * self.n
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        import pyarrow as pa
+
+        per_block = max(self.per_block, math.ceil(self.n / max(1, parallelism)))
+        schema = pa.schema([("id", pa.int64())])
+        tasks = []
+        for start in range(0, self.n, per_block):
+            count = min(per_block, self.n - start)
+            meta = BlockMetadata(num_rows=count, size_bytes=8 * count, input_files=None, exec_stats=None)
+            tasks.append(ReadTask(functools.partial(_id_block, start, count), meta, schema=schema,
+                                  per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def _id_block(start: int, count: int) -> list:
+    import pyarrow as pa
+
+    return [pa.table({"id": np.arange(start, start + count, dtype=np.int64)})]
+
+
 def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool) -> dict:
     """The Ray Data task function: a few item ids -> their clips."""
     return UnitReader(units, cfg, split, start_item, augment)(batch)
@@ -259,22 +291,30 @@ def clip_stream(
     if total <= 0:
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
     size = decode_tasks or cfg.decode_workers or None  # None: Ray Data scales with the free CPUs
-    extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
-    # A lazy range, not the ids materialised up front (from_items): a stream is epochs x units items,
-    # hundreds of millions on a large bucket. Its read tasks do take CPU slots beside the decode tasks,
-    # which costs parallelism on a 2-core node (BENCHMARKS.md).
-    ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / cfg.files_per_task)))
+    # One request for the id read and the decode, so Ray Data fuses them into a single task per
+    # block: no separate read tasks taking CPU slots beside the decoders, no id blocks through the
+    # object store. The memory= request lets the scheduler see the heap decoded video takes.
+    remote = {"num_cpus": 1, "memory": cfg.decode_memory_mb * 2**20}
+    if cfg.decode_resource:
+        remote["resources"] = {cfg.decode_resource: 0.01}
+    # Lazy item ids, not materialised up front (from_items): a stream is epochs x units items,
+    # hundreds of millions on a large bucket.
+    ds = ray.data.read_datasource(
+        StreamItems(total, cfg.files_per_task),
+        override_num_blocks=math.ceil(total / cfg.files_per_task),
+        concurrency=size,
+        **remote,
+    )
     # Tasks, not actors: Ray reuses worker processes between tasks (imports and caches stay warm)
     # and nothing has to start before the first clip; the pool size caps decode parallelism.
+    # batch_size=None: one call per id block (files_per_task ids); a row-count batch would stop the fusion.
     ds = ds.map_batches(
         read_units,
         fn_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
-        batch_size=cfg.files_per_task,
+        batch_size=None,
         batch_format="numpy",
         compute=ray.data.TaskPoolStrategy(size=size),
-        num_cpus=1,
-        memory=cfg.decode_memory_mb * 2**20,
-        **extra,
+        **remote,
     )
     if split != "train":
         # Evaluation splits come out in one order every pass (the batch formatting threads
