@@ -14,7 +14,7 @@ import torch
 from vidgen_ray import storage
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.normalize import Normalizer
-from vidgen_ray.data.pipeline import ClipCollate, clip_stream, probe_all, video_units
+from vidgen_ray.data.pipeline import ClipCollate, StreamItems, clip_stream, probe_all, video_units
 from vidgen_ray.data.prepare import load_prepared, prepare, probe_report, summarize, training_units
 from vidgen_ray.data.synth import generate
 
@@ -105,6 +105,17 @@ def test_synth_and_prepare_through_s3(ray_session, s3_bucket: str):
     assert storage.exists(storage.join(out, "prepared.json")) and storage.exists(storage.join(out, "report.parquet"))
     units, _ = load_prepared(out, small_cfg(src))
     assert sum(s["rows"] for split in units.values() for s in split.rows) == 8
+
+
+def test_stream_ids_come_lazily_in_bounded_read_tasks():
+    # A large bucket x many epochs: the read tasks Ray Data builds up front stay few and cheap.
+    assert len(StreamItems(10**9, 2).get_read_tasks(5 * 10**8)) == 4096
+    # Every id exactly once, in order, in blocks of at most per_block, however tasks are cut.
+    for n, per_block, max_tasks, parallelism in ((11, 2, 3, 6), (11, 2, 4096, 6), (7, 3, 2, 1), (1, 4, 8, 8)):
+        tasks = StreamItems(n, per_block, max_tasks).get_read_tasks(parallelism)
+        blocks = [b["id"].to_pylist() for task in tasks for b in task()]
+        assert [i for b in blocks for i in b] == list(range(n)) and max(map(len, blocks)) <= per_block
+        assert len(tasks) <= min(max_tasks, parallelism) and sum(t.metadata.num_rows for t in tasks) == n
 
 
 def test_resumed_stream_starts_at_the_saved_item(ray_session, synth_dir: Path):

@@ -245,11 +245,13 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class StreamItems(Datasource):
-    """Item ids ``0..n-1`` in blocks of ``per_block``: the stream's source, described lazily (a
-    read task per block, its ids made when it runs) so a stream of any length costs nothing up front."""
+    """Item ids ``0..n-1`` in blocks of ``per_block``: the stream's source, made lazily when its read
+    tasks run. At most ``max_tasks`` read tasks, each yielding its blocks one by one: Ray Data builds
+    every read task on the driver before the first block (~0.5 KB and ~50 us each), so one task per
+    block would cost GBs and minutes for epochs x videos of a large bucket."""
 
-    def __init__(self, n: int, per_block: int) -> None:
-        self.n, self.per_block = int(n), int(per_block)
+    def __init__(self, n: int, per_block: int, max_tasks: int = 4096) -> None:
+        self.n, self.per_block, self.max_tasks = int(n), int(per_block), int(max_tasks)
 
     def estimate_inmemory_data_size(self) -> int:
         return 8 * self.n
@@ -257,21 +259,24 @@ class StreamItems(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         import pyarrow as pa
 
-        per_block = max(self.per_block, math.ceil(self.n / max(1, parallelism)))
+        blocks = math.ceil(self.n / self.per_block)
+        blocks_per_task = math.ceil(blocks / max(1, min(parallelism, blocks, self.max_tasks)))
+        per_task = blocks_per_task * self.per_block
         schema = pa.schema([("id", pa.int64())])
         tasks = []
-        for start in range(0, self.n, per_block):
-            count = min(per_block, self.n - start)
-            meta = BlockMetadata(num_rows=count, size_bytes=8 * count, input_files=None, exec_stats=None)
-            tasks.append(ReadTask(functools.partial(_id_block, start, count), meta, schema=schema,
+        for start in range(0, self.n, per_task):
+            stop = min(self.n, start + per_task)
+            meta = BlockMetadata(num_rows=stop - start, size_bytes=8 * (stop - start), input_files=None, exec_stats=None)
+            tasks.append(ReadTask(functools.partial(_id_blocks, start, stop, self.per_block), meta, schema=schema,
                                   per_task_row_limit=per_task_row_limit))
         return tasks
 
 
-def _id_block(start: int, count: int) -> list:
+def _id_blocks(start: int, stop: int, per_block: int) -> Iterator:
     import pyarrow as pa
 
-    return [pa.table({"id": np.arange(start, start + count, dtype=np.int64)})]
+    for first in range(start, stop, per_block):
+        yield pa.table({"id": np.arange(first, min(stop, first + per_block), dtype=np.int64)})
 
 
 def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool) -> dict:
