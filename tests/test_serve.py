@@ -139,13 +139,14 @@ def test_npy_round_trips_and_a_seed_gives_the_same_video_batched_or_not(dit_url,
     alone = npy(post(dit_url, body | {"seed": 5}))
     assert alone.dtype == np.uint8 and alone.shape == (8, 32, 32, 3)
     assert alone.std() > 0  # a real video, not a constant array
-    # Three at once: they share batches (max_batch_size 2) with each other, in whatever order they arrive.
-    with ThreadPoolExecutor(3) as pool:
-        responses = list(pool.map(lambda s: post(dit_url, body | {"seed": s}), [5, 6, 5]))
+    # Two at once share a batch (max_batch_size 2). Two, not more: the router may still count the request
+    # above as running on the replica (its view of the replica's load lags), and then queues them all;
+    # only max_queued_requests=2 of them are then guaranteed a place rather than a 503.
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda s: post(dit_url, body | {"seed": s}), [6, 5]))
     batched = [npy(r) for r in responses]
-    np.testing.assert_array_equal(batched[0], alone)
-    np.testing.assert_array_equal(batched[2], alone)
-    assert np.abs(batched[1].astype(int) - alone.astype(int)).mean() > 1  # another seed, another video
+    np.testing.assert_array_equal(batched[1], alone)
+    assert np.abs(batched[0].astype(int) - alone.astype(int)).mean() > 1  # another seed, another video
     # ... and the served video is the bare model's sample for that seed (same single thread as the replica).
     model, _, _ = load_for_inference(trained_checkpoints["dit-debug"])
     threads = torch.get_num_threads()
