@@ -60,12 +60,19 @@ def test_deepspeed_zero3_dit_with_accumulation_checkpoints_to_s3(ray_session, pr
     assert tuple(video.shape) == (2, 8, 32, 32, 3)
 
 
-def test_ingest_keeps_evaluation_splits_in_order():
-    # Ray Train replaces each dataset's own execution options with these; without the restatement
-    # the val shard arrived in a different order at every validation (a CI flake of the test below).
-    config = ingest_config(("train", "val", "test"))
+def test_ingest_keeps_evaluation_splits_in_order(ray_session, prepared_dir: Path):
+    # Ray Train replaces each dataset's own execution options with these; without handing the order
+    # back, the val shard arrived in a different order at every validation (a CI flake of the test below).
+    from vidgen_ray.data.pipeline import clip_stream
+    from vidgen_ray.data.prepare import training_units
+
+    cfg = tiny_experiment("vae-debug", prepared_dir, "/tmp", "ingest")
+    units, _ = training_units(cfg.data)
+    # "train" as Ray Train gets it: a TrainStream callable, not a Dataset.
+    config = ingest_config({"train": object(), "val": clip_stream(units["val"], cfg.data, "val"),
+                            "unordered": clip_stream(units["train"], cfg.data, "train")})
     assert config._resolve_execution_options("val").preserve_order
-    assert config._resolve_execution_options("test").preserve_order
+    assert not config._resolve_execution_options("unordered").preserve_order
     assert not config._resolve_execution_options("train").preserve_order
 
 

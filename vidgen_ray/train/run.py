@@ -135,21 +135,22 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
             ),
         ),
         datasets=datasets,
-        dataset_config=ingest_config(tuple(datasets)),
+        dataset_config=ingest_config(datasets),
         torch_config=TorchConfig(backend=backend),
     )
 
 
-def ingest_config(names: tuple[str, ...]):
+def ingest_config(datasets: dict):
     """Ray Train replaces every dataset's execution options with its own (copied from the global
-    DataContext, where ``preserve_order`` is off for throughput), so the order the evaluation splits
-    ask for in ``clip_stream`` must be restated here: in order, the val shard meets the same noise
-    draws at every validation and early stopping compares like with like."""
+    DataContext, where ``preserve_order`` is off for throughput), so the order a Dataset asked for in
+    ``clip_stream`` (the evaluation splits) is handed back to Ray Train here: in order, the val shard
+    meets the same noise draws at every validation and early stopping compares like with like."""
+    import ray.data
     import ray.train
 
     ordered = {}
-    for name in names:
-        if name != "train":
+    for name, ds in datasets.items():
+        if isinstance(ds, ray.data.Dataset) and ds.context.execution_options.preserve_order:
             options = ray.train.DataConfig.default_ingest_options()
             options.preserve_order = True
             ordered[name] = options
