@@ -14,7 +14,7 @@ import torch
 from vidgen_ray import storage
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.normalize import Normalizer
-from vidgen_ray.data.pipeline import ClipCollate, StreamItems, clip_stream, probe_all, video_units
+from vidgen_ray.data.pipeline import ClipCollate, StreamItems, clip_stream, decode_task_shape, probe_all, video_units
 from vidgen_ray.data.prepare import load_prepared, prepare, probe_report, summarize, training_units
 from vidgen_ray.data.synth import generate
 
@@ -53,7 +53,7 @@ def test_real_clips_through_s3(ray_session, shared_videos: Path, s3_bucket: str)
     assert summary["listed"] == 26
     assert summary["dropped"] == {"too_short": 2}  # the two 3-frame phone clips
     units = video_units((rows, labels), cfg)
-    clips = clip_stream(units["train"], cfg, "train", decode_tasks=2).take_all()
+    clips = clip_stream(units["train"], cfg, "train", decode_cpus=2).take_all()
     assert len(clips) == len(units["train"])
     for clip in clips:
         assert clip["video"].shape == (8, 48, 64, 3) and clip["video"].dtype == np.uint8
@@ -78,7 +78,7 @@ def test_prepare_writes_clips_report_and_marker_without_leakage(ray_session, syn
     assert not (sources["train"] & sources["val"]) and not (sources["train"] & sources["test"]) and not (sources["val"] & sources["test"])
     assert len(meta["mean"]) == 3 and all(0 < s < 1 for s in meta["std"])
     # Streaming from shards: train clips are augmented down to 8 frames; every clip appears once per epoch.
-    train = clip_stream(units["train"], cfg, "train", epochs=2, decode_tasks=1).take_all()
+    train = clip_stream(units["train"], cfg, "train", epochs=2, decode_cpus=1).take_all()
     assert len(train) == 2 * summary["clips"]["train"] and {r["epoch"] for r in train} == {0, 1}
     assert all(r["video"].shape == (8, 32, 32, 3) for r in train)
 
@@ -118,11 +118,24 @@ def test_stream_ids_come_lazily_in_bounded_read_tasks():
         assert len(tasks) <= min(max_tasks, parallelism) and sum(t.metadata.num_rows for t in tasks) == n
 
 
+def test_decode_tasks_share_cpus_within_the_cpus_given():
+    cfg = DataConfig(source="x")  # 1.5 decode tasks per CPU by default
+    per_task, tasks = decode_task_shape(cfg, 2)
+    assert tasks == 3 and tasks * per_task <= 2  # Ray counts CPUs in 1e-4 units: 3 x 0.6666 fits in 2
+    assert decode_task_shape(cfg, 1)[1] == 1 and decode_task_shape(cfg, 64)[1] == 96
+    assert decode_task_shape(cfg, None) == (per_task, None)  # Ray Data sizes the pool from the free CPUs
+    one = DataConfig(source="x", decode_tasks_per_cpu=1.0)
+    assert decode_task_shape(one, 2) == (1.0, 2)
+    for bad in (0.5, 5.0):
+        with pytest.raises(ValueError, match="decode_tasks_per_cpu"):
+            DataConfig(source="x", decode_tasks_per_cpu=bad).validate()
+
+
 def test_resumed_stream_starts_at_the_saved_item(ray_session, synth_dir: Path):
     cfg = small_cfg(str(synth_dir))
     units = video_units(probe_all(cfg), cfg)["train"]
-    full = clip_stream(units, cfg, "train", epochs=2, decode_tasks=1).take_all()
-    tail = clip_stream(units, cfg, "train", epochs=2, start_item=5, decode_tasks=1).take_all()
+    full = clip_stream(units, cfg, "train", epochs=2, decode_cpus=1).take_all()
+    tail = clip_stream(units, cfg, "train", epochs=2, start_item=5, decode_cpus=1).take_all()
     assert sorted(r["item"] for r in tail) == list(range(5, 2 * len(units)))
     by_item = {r["item"]: r for r in full}
     for r in tail:  # the same item decodes to the same clip (windows and augmentation are seeded)
@@ -135,7 +148,7 @@ def test_streaming_split_feeds_torch_batches(ray_session, synth_dir: Path):
 
     cfg = small_cfg(str(synth_dir))
     units = video_units(probe_all(cfg), cfg)["train"]
-    shards = clip_stream(units, cfg, "train", epochs=1, decode_tasks=1).streaming_split(2, equal=True)
+    shards = clip_stream(units, cfg, "train", epochs=1, decode_cpus=1).streaming_split(2, equal=True)
 
     def consume(shard) -> int:
         n = 0
@@ -186,7 +199,7 @@ def test_a_long_file_is_cut_into_segments_that_decode_the_same_windows(ray_sessi
     assert segment_units(whole, max_clips=0) is whole and segment_units(whole, max_clips=n) is whole
 
     # Decoded through the pipeline, the segments give every clip, at its start time in the file.
-    clips = list(clip_stream(cut, cfg, "val", decode_tasks=2).iter_rows())
+    clips = list(clip_stream(cut, cfg, "val", decode_cpus=2).iter_rows())
     assert len(clips) == n
     assert sorted(float(c["start_s"]) for c in clips) == pytest.approx(sorted(starts), abs=1e-6)
     assert all(c["video"].shape == (4, 32, 32, 3) for c in clips)

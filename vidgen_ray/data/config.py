@@ -135,7 +135,11 @@ class DataConfig:
     # Each segment seeks to its start (decoding from the keyframe before it): cutting short files
     # costs more than it gains (benchmarks/data_throughput.py: 8 -> ~8% less single-task throughput).
     max_clips_per_task: int = 32
-    decode_workers: int = 0  # concurrent decode tasks; 0 = as many as free CPUs allow (autoscales)
+    decode_workers: int = 0  # CPUs given to decode tasks; 0 = as many as are free (autoscales)
+    # Decode tasks per CPU. Above 1, a CPU stays busy while one of its tasks waits: on an object-store
+    # read, or on Ray Data 2.60 noticing a finished task (it polls with a 100 ms timeout, so a freed
+    # slot idles 100-200 ms per task). benchmarks/data_throughput.py measures 1.5 against 1.
+    decode_tasks_per_cpu: float = 1.5
     decode_resource: str | None = None  # a custom node resource decode tasks must sit on, e.g. "decode"
     decode_memory_mb: int = 1024  # per decode actor, so Ray's scheduler sees the heap it will use
     max_inmemory_mb: int = 512  # remote files up to this size are fetched whole (one GET), larger ones streamed
@@ -149,6 +153,8 @@ class DataConfig:
             raise ValueError("data.files_per_task must be >= 1")
         if self.max_clips_per_task < 0:
             raise ValueError("data.max_clips_per_task must be >= 1, or 0 to never cut a file into segments")
+        if not 1 <= self.decode_tasks_per_cpu <= 4:
+            raise ValueError(f"data.decode_tasks_per_cpu={self.decode_tasks_per_cpu}: use 1 (one task per CPU) to 4")
         if self.decode_memory_mb < 64:
             raise ValueError("data.decode_memory_mb below 64 cannot hold a decoded clip; raise it")
         if self.shuffle_buffer and self.shuffle_buffer < 8:

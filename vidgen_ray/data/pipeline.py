@@ -284,10 +284,19 @@ def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, spli
     return UnitReader(units, cfg, split, start_item, augment)(batch)
 
 
+def decode_task_shape(cfg: DataConfig, cpus: int | None) -> tuple[float, int | None]:
+    """(CPUs each decode task asks for, concurrent decode tasks) when ``cpus`` CPUs decode (None: as
+    many CPUs as are free, and Ray Data sizes the pool). ``cfg.decode_tasks_per_cpu`` tasks share a CPU."""
+    # Ray counts resources in units of 1e-4: round each task's share down, so n tasks fit n / ratio CPUs.
+    per_task = math.floor(1e4 / cfg.decode_tasks_per_cpu) / 1e4
+    return per_task, (max(1, math.floor(cpus * cfg.decode_tasks_per_cpu + 1e-9)) if cpus else None)
+
+
 def clip_stream(
-    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, decode_tasks: int | None = None, augment: bool = True
+    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, decode_cpus: int | None = None, augment: bool = True
 ):
-    """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on."""
+    """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on, decoded on
+    ``decode_cpus`` CPUs (default ``cfg.decode_workers``; 0/None: as many as are free)."""
     import ray
 
     if not len(units):
@@ -295,18 +304,20 @@ def clip_stream(
     total = len(units) * epochs - start_item
     if total <= 0:
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")
-    size = decode_tasks or cfg.decode_workers or None  # None: Ray Data scales with the free CPUs
+    blocks = math.ceil(total / cfg.files_per_task)
+    cpus_per_task, size = decode_task_shape(cfg, decode_cpus or cfg.decode_workers or None)
+    size = min(size, blocks) if size else None  # no more tasks than blocks (Ray Data warns otherwise)
     # One request for the id read and the decode, so Ray Data fuses them into a single task per
     # block: no separate read tasks taking CPU slots beside the decoders, no id blocks through the
     # object store. The memory= request lets the scheduler see the heap decoded video takes.
-    remote = {"num_cpus": 1, "memory": cfg.decode_memory_mb * 2**20}
+    remote = {"num_cpus": cpus_per_task, "memory": cfg.decode_memory_mb * 2**20}
     if cfg.decode_resource:
         remote["resources"] = {cfg.decode_resource: 0.01}
     # Lazy item ids, not materialised up front (from_items): a stream is epochs x units items,
     # hundreds of millions on a large bucket.
     ds = ray.data.read_datasource(
         StreamItems(total, cfg.files_per_task),
-        override_num_blocks=math.ceil(total / cfg.files_per_task),
+        override_num_blocks=blocks,
         concurrency=size,
         **remote,
     )
@@ -325,7 +336,7 @@ def clip_stream(
         # Evaluation splits come out in one order every pass (the batch formatting threads
         # otherwise reorder batches): the same clips meet the same noise draws at every validation.
         # This dataset's own context; the train stream stays unordered for throughput. Ray Train
-        # overwrites a dataset's execution options, so train/run.py `ingest_config` restates this.
+        # overwrites a dataset's execution options, so train/run.py `ingest_config` hands this on.
         ds.context.execution_options.preserve_order = True
     return ds
 
@@ -369,8 +380,9 @@ def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = Tru
     )
 
 
-def configure_data_context(max_object_store_fraction: float = 0.5) -> None:
-    """Set before creating a Trainer (it captures the DataContext): bounded, streaming, no per-op noise."""
+def configure_data_context() -> None:
+    """Set before creating a Trainer (it captures the DataContext): unordered streaming (memory bounded by
+    Ray Data's object-store budget, half the store by default), no per-op noise."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()

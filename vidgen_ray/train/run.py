@@ -57,7 +57,7 @@ class TrainStream:
     units: Units
     cfg: ExperimentConfig
     epochs: int
-    decode_tasks: int | None  # concurrent decode tasks (None: as many as free CPUs allow)
+    decode_cpus: int | None  # CPUs for decode tasks (None: as many as are free)
 
     def __call__(self):
         start_item = 0
@@ -68,7 +68,7 @@ class TrainStream:
         total = len(self.units) * self.epochs
         start_item = min(start_item, total - 1)
         log.info("train stream: %d units x %d epochs from item %d", len(self.units), self.epochs, start_item)
-        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item, decode_tasks=self.decode_tasks)
+        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item, decode_cpus=self.decode_cpus)
 
 
 def read_meta_uri(uri: str) -> dict:
@@ -85,7 +85,7 @@ def normalizer_for(cfg: ExperimentConfig, units: dict[str, Units], meta: dict) -
         return Normalizer(cfg.data.normalize)
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None:
-        rows = clip_stream(units["train"], cfg.data, "train", augment=False, decode_tasks=1).take(cfg.data.stats_clips)
+        rows = clip_stream(units["train"], cfg.data, "train", augment=False, decode_cpus=1).take(cfg.data.stats_clips)
         mean, std = channel_stats([r["video"] for r in rows])
     log.info("per-channel mean %s std %s (train split)", [round(m, 4) for m in mean], [round(s, 4) for s in std])
     return Normalizer("mean_std", tuple(mean), tuple(std))
@@ -103,7 +103,7 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
     normalizer = normalizer_for(cfg, units, meta)
     datasets = {"train": TrainStream(units["train"], cfg, plan.epochs, cfg.data.decode_workers or None)}
     if len(units["val"]):
-        datasets["val"] = clip_stream(units["val"], cfg.data, "val", decode_tasks=1)
+        datasets["val"] = clip_stream(units["val"], cfg.data, "val", decode_cpus=1)
     else:
         log.warning("the val split is empty: validation, early stopping and keep-best are off")
     resources = {"CPU": cfg.parallel.cpus_per_worker}
