@@ -181,9 +181,9 @@ def main() -> None:
     cfg = DataConfig(source=args.src, files_per_task=args.files_per_task, max_clips_per_task=args.max_clips_per_task,
                      decode_tasks_per_cpu=args.tasks_per_cpu)
     cfg.validate()
-    one_per_cpu = dataclasses.replace(cfg, decode_tasks_per_cpu=1.0)
     cfg.clip.frames, cfg.clip.fps, cfg.clip.height, cfg.clip.width = args.frames, args.fps, args.size, args.size
     cfg.clip.clips_per_video = 1
+    one_per_cpu = dataclasses.replace(cfg, decode_tasks_per_cpu=1.0)  # (c) at 1 task per CPU, beside
     rows, labels = probe_all(cfg)
     kept = [r for r in rows if r["status"] == "kept"]
     clip_s = args.frames / args.fps
