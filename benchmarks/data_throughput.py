@@ -221,7 +221,7 @@ def main() -> None:
         if clips != expected_clips:  # a fast pass that lost clips would be a false figure
             raise SystemExit(f"the pipeline ({name}) gave {clips} clips, expected {expected_clips}")
         results[name] = (clips, seconds, E * total_frames / seconds)
-    results[1], results[2] = results["pipe_1"], results["pipe_2"]
+    one, two = results["pipe_1"], results["pipe_2"]
     figures = {
         "machine": f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, ray {ray.__version__}, av {av.__version__}",
         "videos": len(kept),
@@ -236,28 +236,28 @@ def main() -> None:
         "raw_fps": raw_fps,
         "pyav_rgb_fps": rgb_fps,
         "pyav_rgb_fps_2proc": rgb2_fps,
-        "pipeline_fps_1cpu": results[1][2],
-        "pipeline_fps_2cpu": results[2][2],
+        "pipeline_fps_1cpu": one[2],
+        "pipeline_fps_2cpu": two[2],
         "pipeline_fps_2cpu_one_task_per_cpu": results["pipe_2_one_per_cpu"][2],
-        "clips_per_s_1cpu": results[1][0] / results[1][1],
-        "clips_per_s_2cpu": results[2][0] / results[2][1],
+        "clips_per_s_1cpu": one[0] / one[1],
+        "clips_per_s_2cpu": two[0] / two[1],
         "peak_rss_mb": rss.peak,
-        "ratio_pipeline_1cpu_vs_pyav_rgb": results[1][2] / rgb_fps,
-        "ratio_pipeline_2cpu_vs_1cpu": results[2][2] / results[1][2],
-        "ratio_pipeline_2cpu_one_task_per_cpu_vs_1cpu": results["pipe_2_one_per_cpu"][2] / results[1][2],
+        "ratio_pipeline_1cpu_vs_pyav_rgb": one[2] / rgb_fps,
+        "ratio_pipeline_2cpu_vs_1cpu": two[2] / one[2],
+        "ratio_pipeline_2cpu_one_task_per_cpu_vs_1cpu": results["pipe_2_one_per_cpu"][2] / one[2],
         "ratio_machine_2proc_vs_1proc": rgb2_fps / rgb_fps,
-        "ratio_pipeline_2cpu_vs_machine_2proc": results[2][2] / rgb2_fps,
+        "ratio_pipeline_2cpu_vs_machine_2proc": two[2] / rgb2_fps,
     }
     print(f"{'':24s}{'frames/s':>10s}  ratio")
     print(f"{'(a) raw decode':24s}{raw_fps:10.0f}  {raw_fps / rgb_fps:5.2f}x of (b)")
     print(f"{'(b) decode + full RGB':24s}{rgb_fps:10.0f}  1.00x")
-    print(f"{'(c) pipeline, 1 CPU':24s}{results[1][2]:10.0f}  {figures['ratio_pipeline_1cpu_vs_pyav_rgb']:5.2f}x of (b)  (target >= 0.8)")
-    print(f"{'(c) pipeline, 2 CPUs':24s}{results[2][2]:10.0f}  {figures['ratio_pipeline_2cpu_vs_1cpu']:5.2f}x of 1 CPU (target >= 1.7)")
+    print(f"{'(c) pipeline, 1 CPU':24s}{one[2]:10.0f}  {figures['ratio_pipeline_1cpu_vs_pyav_rgb']:5.2f}x of (b)  (target >= 0.8)")
+    print(f"{'(c) pipeline, 2 CPUs':24s}{two[2]:10.0f}  {figures['ratio_pipeline_2cpu_vs_1cpu']:5.2f}x of 1 CPU (target >= 1.7)")
     print(f"{'(c) 2 CPUs, 1 task/CPU':24s}{results['pipe_2_one_per_cpu'][2]:10.0f}  "
           f"{figures['ratio_pipeline_2cpu_one_task_per_cpu_vs_1cpu']:5.2f}x of 1 CPU (data.decode_tasks_per_cpu=1)")
     if "pipe_2_poll10ms" in best:
         figures["pipeline_fps_2cpu_poll10ms"] = results["pipe_2_poll10ms"][2]
-        figures["ratio_pipeline_2cpu_poll10ms_vs_1cpu"] = results["pipe_2_poll10ms"][2] / results[1][2]
+        figures["ratio_pipeline_2cpu_poll10ms_vs_1cpu"] = results["pipe_2_poll10ms"][2] / one[2]
         print(f"{'(c) 2 CPUs, 10 ms poll':24s}{results['pipe_2_poll10ms'][2]:10.0f}  "
               f"{figures['ratio_pipeline_2cpu_poll10ms_vs_1cpu']:5.2f}x of 1 CPU (diagnostic: Ray Data's completion poll shortened)")
     print(f"{'(d) (b) in 2 processes':24s}{rgb2_fps:10.0f}  {figures['ratio_machine_2proc_vs_1proc']:5.2f}x of (b)  (the machine's own 2-CPU scaling, no Ray)")

@@ -141,7 +141,7 @@ class DataConfig:
     # slot idles 100-200 ms per task). benchmarks/data_throughput.py measures 1.5 against 1.
     decode_tasks_per_cpu: float = 1.5
     decode_resource: str | None = None  # a custom node resource decode tasks must sit on, e.g. "decode"
-    decode_memory_mb: int = 1024  # per decode actor, so Ray's scheduler sees the heap it will use
+    decode_memory_mb: int = 1024  # per decode task, so Ray's scheduler sees the heap it will use
     max_inmemory_mb: int = 512  # remote files up to this size are fetched whole (one GET), larger ones streamed
     prefetch_batches: int = 2
     shuffle_buffer: int = 0  # local shuffle buffer in rows on the worker; 0 = off; must be >> 2 x batch
