@@ -12,7 +12,9 @@ every frame is decoded once), frames per second of source video for:
                  (data.decode_workers), with data.decode_tasks_per_cpu as configured (1.5: 1 task on
                  1 CPU, 3 on 2) and, side by side, at 1 task per CPU; one stream of --epochs passes
                  over the files, as training reads it (a stream's start and its last task are paid
-                 once per stream, not per epoch); clips consumed on the driver, after a warm-up pass
+                 once per stream, not per epoch); clips consumed on the driver, after a warm-up pass;
+                 the local instance keeps the pool's processes between streams, as a training run
+                 does between validation passes (runtime.local_system_config)
     (d) pyav_rgb in 2 plain processes (no Ray), one file per call      -- the machine's own 2-CPU
                  scaling, the ceiling that (c) on 2 CPUs is compared against
 
@@ -176,7 +178,7 @@ def main() -> None:
 
     from vidgen_ray.runtime import init_ray
 
-    init_ray(num_cpus=2, include_dashboard=False, for_tests=True)
+    init_ray(num_cpus=2, include_dashboard=False, for_tests=True, workers_per_cpu=args.tasks_per_cpu)
     configure_data_context()
     cfg = DataConfig(source=args.src, files_per_task=args.files_per_task, max_clips_per_task=args.max_clips_per_task,
                      decode_tasks_per_cpu=args.tasks_per_cpu)

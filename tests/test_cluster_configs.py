@@ -559,3 +559,21 @@ def test_docs_training_commands_resolve_to_valid_configs():
     result = run_job_script(["-c", driver, json.dumps(calls)], timeout=300)
     codes = json.loads(result.stdout.rsplit("CODES", 1)[1]) if "CODES" in result.stdout else None
     assert codes == [0] * len(calls), f"exit codes {codes} for {calls}:\n{result.stderr[-3000:]}"
+
+
+def test_every_node_keeps_the_decode_pool_warm():
+    """Ray keeps one idle worker per CPU; data.decode_tasks_per_cpu (1.5) needs its extra processes kept
+    between streams: every launcher's `ray start` and every KubeRay worker group sets the soft limit."""
+    from vidgen_ray.data.config import DataConfig
+
+    ratio = DataConfig.decode_tasks_per_cpu
+    for cloud in LAUNCHERS:
+        config = load_launcher(cloud)
+        for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+            if "ray start" in command:
+                assert f"RAY_num_workers_soft_limit=$(( $(nproc) * {int(ratio * 2)} / 2 )) ray start" in command, cloud
+    for group in ray_cluster()["spec"]["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        cpus = int(container["resources"]["limits"]["cpu"])
+        assert env.get("RAY_num_workers_soft_limit") == str(int(cpus * ratio)), group["groupName"]

@@ -4,6 +4,7 @@ streams, prepared datasets and the clip cache, from a local folder and through t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from vidgen_ray.data.normalize import Normalizer
 from vidgen_ray.data.pipeline import ClipCollate, StreamItems, clip_stream, decode_task_shape, probe_all, video_units
 from vidgen_ray.data.prepare import load_prepared, prepare, probe_report, summarize, training_units
 from vidgen_ray.data.synth import generate
+from vidgen_ray.runtime import local_system_config
 
 pytestmark = pytest.mark.ray
 
@@ -129,6 +131,38 @@ def test_decode_tasks_share_cpus_within_the_cpus_given():
     for bad in (0.5, 5.0):
         with pytest.raises(ValueError, match="decode_tasks_per_cpu"):
             DataConfig(source="x", decode_tasks_per_cpu=bad).validate()
+
+
+def test_local_instance_keeps_a_decode_pool_warm_between_streams(ray_session, tmp_path: Path):
+    """1.5 decode tasks per CPU need more idle processes than Ray keeps by default (one per CPU); the
+    local instance keeps them, so the next stream (a validation pass, a sweep trial) finds its pool
+    started instead of paying a worker start and the torch and PyAV imports again."""
+    import os
+    import time
+
+    cpus = int(ray_session.cluster_resources()["CPU"])
+    assert local_system_config(cpus, 1.5) == {"num_workers_soft_limit": math.ceil(cpus * 1.5)}
+    assert local_system_config(cpus, 1.0) == {}  # Ray's own default is one per CPU
+
+    @ray_session.remote(num_cpus=decode_task_shape(DataConfig(source="x"), 1)[0])
+    def pid(barrier: str, n: int) -> int:
+        # All n in flight at once, so each round takes n processes (a barrier of files: one node).
+        Path(barrier, str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(os.listdir(barrier)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return os.getpid()
+
+    def round_of(n: int, name: str) -> set[int]:
+        (tmp_path / name).mkdir()
+        return set(ray_session.get([pid.remote(str(tmp_path / name), n) for _ in range(n)]))
+
+    n = decode_task_shape(DataConfig(source="x"), cpus)[1]
+    first = round_of(n, "first")
+    assert len(first) == n
+    time.sleep(3)  # Ray kills idle workers above its soft limit after 1 s
+    again = round_of(n, "again")
+    assert again == first, f"{len(again - first)} of {n} decode processes were started anew"
 
 
 def test_resumed_stream_starts_at_the_saved_item(ray_session, synth_dir: Path):

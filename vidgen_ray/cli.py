@@ -84,8 +84,9 @@ def cmd_data_probe(args: argparse.Namespace) -> int:
     from vidgen_ray.data.prepare import format_summary, probe_report
     from vidgen_ray.runtime import init_ray
 
-    init_ray(address=args.address)
-    _, summary = probe_report(_data_config(args), args.report)
+    cfg = _data_config(args)
+    init_ray(address=args.address, workers_per_cpu=cfg.decode_tasks_per_cpu)
+    _, summary = probe_report(cfg, args.report)
     print(format_summary(summary))
     if args.report:
         print(f"report: {args.report}/report.parquet, {args.report}/report.json")
@@ -96,8 +97,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from vidgen_ray.data.prepare import format_summary, prepare
     from vidgen_ray.runtime import init_ray
 
-    init_ray(address=args.address)
-    marker = prepare(_data_config(args), args.out, rows_per_shard=args.rows_per_shard)
+    cfg = _data_config(args)
+    init_ray(address=args.address, workers_per_cpu=cfg.decode_tasks_per_cpu)
+    marker = prepare(cfg, args.out, rows_per_shard=args.rows_per_shard)
     print(format_summary(marker["summary"]))
     print(f"clips and report: {args.out}")
     return 0

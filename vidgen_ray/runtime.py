@@ -8,6 +8,7 @@ no usage stats. It never stops a Ray instance it did not start.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
@@ -57,11 +58,14 @@ def init_ray(
     include_dashboard: bool | None = None,
     for_tests: bool = False,
     env: dict[str, str] | None = None,
+    workers_per_cpu: float | None = None,
 ):
     """Connect to Ray: ``address`` / ``RAY_ADDRESS`` if given, else start a local instance.
 
     ``env`` adds environment variables for every Ray worker of a local instance (tests use it to
-    point workers at their S3 server).
+    point workers at their S3 server). ``workers_per_cpu`` (default: ``data.decode_tasks_per_cpu``'s
+    default) is how many idle worker processes per CPU a local instance keeps warm, see
+    ``local_system_config``.
     """
     import ray
 
@@ -82,8 +86,13 @@ def init_ray(
     if include_dashboard is None:
         # Tune's ASHA relies on the dashboard to clean up stopped trials; tests opt in when they need it.
         include_dashboard = not for_tests or os.environ.get("VIDGEN_TEST_DASHBOARD") == "1"
+    if workers_per_cpu is None:
+        from vidgen_ray.data.config import DataConfig
+
+        workers_per_cpu = DataConfig.decode_tasks_per_cpu
     context = ray.init(
         num_cpus=num_cpus,
+        _system_config=local_system_config(num_cpus or os.cpu_count() or 1, workers_per_cpu),
         include_dashboard=include_dashboard,
         dashboard_host="127.0.0.1",
         configure_logging=True,
@@ -95,6 +104,19 @@ def init_ray(
     log.info("started a local Ray instance (dashboard: %s)", context.dashboard_url or "off")
     quiet_ray_data()
     return context
+
+
+def local_system_config(num_cpus: int, workers_per_cpu: float) -> dict:
+    """Ray system config of a local instance. Ray keeps at most one *idle* worker process per CPU and
+    kills the others after a second (its ``num_workers_soft_limit``); a decode pool of
+    ``data.decode_tasks_per_cpu`` > 1 tasks per CPU would lose its extra processes at the end of every
+    stream and start them again for the next (a validation pass, a sweep trial, a benchmark round),
+    each paying a Ray worker start and the torch and PyAV imports again (~2-3 CPU-s on a 2-core VM,
+    benchmarks/data_throughput.py). On a cluster, set ``RAY_num_workers_soft_limit`` where ``ray start``
+    runs (docs/cluster.md)."""
+    if workers_per_cpu <= 1:
+        return {}  # Ray's default already keeps one per CPU
+    return {"num_workers_soft_limit": math.ceil(num_cpus * workers_per_cpu)}
 
 
 def quiet_ray_data() -> None:

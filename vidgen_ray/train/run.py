@@ -164,7 +164,7 @@ def local_cpus_needed(cfg: ExperimentConfig) -> int:
 
 
 def train(cfg: ExperimentConfig, address: str | None = None):
-    init_ray(address=address, num_cpus=local_cpus_needed(cfg))
+    init_ray(address=address, num_cpus=local_cpus_needed(cfg), workers_per_cpu=cfg.data.decode_tasks_per_cpu)
     log.info("%s", cfg.summary())
     trainer = build_trainer(cfg)
     result = trainer.fit()

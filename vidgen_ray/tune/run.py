@@ -166,7 +166,8 @@ def run_sweep(sweep: SweepConfig, overrides: list[str] | tuple[str, ...] = (), r
     max_t = sweep.scheduler.max_t or template.max_reports(sweep)
     base = template.experiment({})
     # A local instance needs logical CPUs for every trial in flight (the 2-core default is not enough).
-    init_ray(address=address, num_cpus=sweep.max_concurrent * local_cpus_needed(base) + 1)
+    init_ray(address=address, num_cpus=sweep.max_concurrent * local_cpus_needed(base) + 1,
+             workers_per_cpu=base.data.decode_tasks_per_cpu)
     problem = state_api_problem() if sweep.scheduler.kind == "asha" else None
     if problem:
         raise SweepError(f"ASHA needs Ray's state API (the dashboard) reachable from every Ray process: Ray Train frees a "
