@@ -111,9 +111,9 @@ def local_system_config(num_cpus: int, workers_per_cpu: float) -> dict:
     kills the others after a second (its ``num_workers_soft_limit``); a decode pool of
     ``data.decode_tasks_per_cpu`` > 1 tasks per CPU would lose its extra processes at the end of every
     stream and start them again for the next (a validation pass, a sweep trial, a benchmark round),
-    each paying a Ray worker start and the torch and PyAV imports again (~2-3 CPU-s on a 2-core VM,
-    benchmarks/data_throughput.py). On a cluster, set ``RAY_num_workers_soft_limit`` where ``ray start``
-    runs (docs/cluster.md)."""
+    each paying a Ray worker start and the torch and PyAV imports again (BENCHMARKS.md: a 3-pass 2-CPU
+    stream's decode processes used 23.4 CPU-s so, 18.8 with the pool kept, 18.2 on 1 CPU). On a
+    cluster, set ``RAY_num_workers_soft_limit`` where ``ray start`` runs (docs/cluster.md)."""
     if workers_per_cpu <= 1:
         return {}  # Ray's default already keeps one per CPU
     return {"num_workers_soft_limit": math.ceil(num_cpus * workers_per_cpu)}
