@@ -12,6 +12,8 @@ import math
 import os
 import sys
 
+from vidgen_ray.data.config import DataConfig
+
 _LOCAL_ENV = {
     # Local instance only: a real cluster keeps its token authentication on.
     "RAY_AUTH_MODE": "disabled",
@@ -58,14 +60,13 @@ def init_ray(
     include_dashboard: bool | None = None,
     for_tests: bool = False,
     env: dict[str, str] | None = None,
-    workers_per_cpu: float | None = None,
+    workers_per_cpu: float = DataConfig.decode_tasks_per_cpu,
 ):
     """Connect to Ray: ``address`` / ``RAY_ADDRESS`` if given, else start a local instance.
 
     ``env`` adds environment variables for every Ray worker of a local instance (tests use it to
-    point workers at their S3 server). ``workers_per_cpu`` (default: ``data.decode_tasks_per_cpu``'s
-    default) is how many idle worker processes per CPU a local instance keeps warm, see
-    ``local_system_config``.
+    point workers at their S3 server). ``workers_per_cpu`` is how many idle worker processes per CPU a
+    local instance keeps warm (pass the run's ``data.decode_tasks_per_cpu``), see ``local_system_config``.
     """
     import ray
 
@@ -86,10 +87,6 @@ def init_ray(
     if include_dashboard is None:
         # Tune's ASHA relies on the dashboard to clean up stopped trials; tests opt in when they need it.
         include_dashboard = not for_tests or os.environ.get("VIDGEN_TEST_DASHBOARD") == "1"
-    if workers_per_cpu is None:
-        from vidgen_ray.data.config import DataConfig
-
-        workers_per_cpu = DataConfig.decode_tasks_per_cpu
     context = ray.init(
         num_cpus=num_cpus,
         _system_config=local_system_config(num_cpus or os.cpu_count() or 1, workers_per_cpu),
