@@ -11,13 +11,14 @@ TORCH_INDEX ?=
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.vidgen-setup
 PYTEST_ARGS ?=
+LEARNING_ARGS ?=
 
 export RAY_AUTH_MODE ?= disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-fast bench clean-outputs
+.PHONY: setup demo test test-fast bench bench-learning clean-outputs
 
 setup: $(STAMP)
 
@@ -46,6 +47,11 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/data_throughput.py --json outputs/bench/data_throughput.json
 	$(PY) benchmarks/train_throughput.py --json outputs/bench/train_throughput.json
+
+# Does every family learn to generate? ~15 CPU-minutes of training per family plus evaluation (about 1.5 h
+# on 2 cores); BENCHMARKS.md has the figures. `make bench-learning LEARNING_ARGS="--families dit --quick"`.
+bench-learning: setup
+	$(PY) benchmarks/learning.py --json outputs/bench/learning.json --png outputs/bench/learning.png $(LEARNING_ARGS)
 
 clean-outputs:
 	rm -rf outputs

@@ -3,7 +3,7 @@
     ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
         python jobs/evaluate.py --checkpoint s3://bucket/runs/dit-b/checkpoint_000100000 \
         --data s3://bucket/videos --videos 2048 --out s3://bucket/evals/dit-b
-    python jobs/evaluate.py --checkpoint ./outputs/demo/runs/demo-dit/checkpoint_000000060 --videos 16   # local
+    python jobs/evaluate.py --checkpoint ./outputs/demo/runs/demo-dit/checkpoint_000000500 --videos 16   # local
 """
 
 import sys

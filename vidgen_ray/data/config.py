@@ -145,6 +145,9 @@ class DataConfig:
     max_inmemory_mb: int = 512  # remote files up to this size are fetched whole (one GET), larger ones streamed
     prefetch_batches: int = 2
     shuffle_buffer: int = 0  # local shuffle buffer in rows on the worker; 0 = off; must be >> 2 x batch
+    # The train stream in item order (Ray Data's preserve_order): a seeded run then reproduces its loss
+    # curve exactly (the golden-loss test); off by default, since in-order delivery costs throughput.
+    ordered: bool = False
     stats_clips: int = 64  # training clips used to compute per-channel mean/std
     seed: int = 0
 

@@ -117,11 +117,13 @@ def segment_units(units: Units, max_clips: int) -> Units:
 class UnitReader:
     """Ray Data callable: item ids -> clips. One instance per decode actor."""
 
-    def __init__(self, units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool = True) -> None:
+    def __init__(self, units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool = True,
+                 skip_rows: int = 0) -> None:
         import torch
 
         torch.set_num_threads(1)  # parallelism comes from Ray, not from threads inside one decoder
         self.units, self.cfg, self.split, self.start_item = units, cfg, split, start_item
+        self.skip_rows = skip_rows  # clips of the first item a resumed run already trained on
         self.train = split == "train"
         self.augment = augment and self.train and cfg.augment.enabled
         self.frames = cfg.clip.frames
@@ -181,6 +183,7 @@ class UnitReader:
             g = int(gid) + self.start_item
             epoch, unit = self._unit(g)
             rng = np.random.default_rng([self.cfg.seed, epoch, stable_int(unit["uri"])])
+            first_row = len(cols["video"])
             try:
                 if self.units.kind == "video":
                     for clip, start, ci in self._video_clips(unit, epoch, rng):
@@ -198,6 +201,10 @@ class UnitReader:
             except Exception as exc:  # noqa: BLE001 - one bad file must not end a training job
                 self.failures += 1
                 log.warning("skipping %s (epoch %d): %s: %s", unit["uri"], epoch, type(exc).__name__, exc)
+            if g == self.start_item and self.skip_rows:
+                # The item is made whole (same seeded shuffle and augmentation) and its consumed head dropped.
+                for values in cols.values():
+                    del values[first_row : first_row + self.skip_rows]
         _publish(self.split, clips=len(cols["video"]), frames=self.stats.pop("frames_decoded", 0), failures=self.failures)
         self.failures = 0
         spec = self.cfg.clip
@@ -279,9 +286,10 @@ def _id_blocks(start: int, stop: int, per_block: int) -> Iterator:
         yield pa.table({"id": np.arange(first, min(stop, first + per_block), dtype=np.int64)})
 
 
-def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool) -> dict:
+def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool,
+               skip_rows: int = 0) -> dict:
     """The Ray Data task function: a few item ids -> their clips."""
-    return UnitReader(units, cfg, split, start_item, augment)(batch)
+    return UnitReader(units, cfg, split, start_item, augment, skip_rows)(batch)
 
 
 def decode_task_shape(cfg: DataConfig, cpus: int | None) -> tuple[float, int | None]:
@@ -293,10 +301,12 @@ def decode_task_shape(cfg: DataConfig, cpus: int | None) -> tuple[float, int | N
 
 
 def clip_stream(
-    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, decode_cpus: int | None = None, augment: bool = True
+    units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, decode_cpus: int | None = None, augment: bool = True,
+    skip_rows: int = 0,
 ):
-    """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on, decoded on
-    ``decode_cpus`` CPUs (default ``cfg.decode_workers``; 0/None: as many as are free)."""
+    """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on (less its first
+    ``skip_rows`` clips), decoded on ``decode_cpus`` CPUs (default ``cfg.decode_workers``; 0/None: as
+    many as are free). ``cfg.ordered`` keeps the train stream in item order (reproducible runs)."""
     import ray
 
     if not len(units):
@@ -326,13 +336,14 @@ def clip_stream(
     # batch_size=None: one call per id block (files_per_task ids); a row-count batch would stop the fusion.
     ds = ds.map_batches(
         read_units,
-        fn_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment},
+        fn_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment,
+                   "skip_rows": skip_rows},
         batch_size=None,
         batch_format="numpy",
         compute=ray.data.TaskPoolStrategy(size=size),
         **remote,
     )
-    if split != "train":
+    if split != "train" or cfg.ordered:
         # Evaluation splits come out in one order every pass (the batch formatting threads
         # otherwise reorder batches): the same clips meet the same noise draws at every validation.
         # This dataset's own context; the train stream stays unordered for throughput. Ray Train
@@ -361,6 +372,7 @@ class ClipCollate(NumpyBatchCollateFn):
             "caption": [str(c) for c in batch["caption"]],
             "epoch": int(batch["epoch"].max()) if len(batch["epoch"]) else 0,
             "item": int(batch["item"].max()) if len(batch["item"]) else 0,
+            "items": torch.from_numpy(np.asarray(batch["item"], dtype=np.int64)),  # each clip's stream item
         }
 
 

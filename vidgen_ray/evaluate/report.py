@@ -34,6 +34,9 @@ PROTOCOL = {
     "(= skimage structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)); "
     "mean over frames, then videos",
     "flicker": "VBench temporal flickering: (255 - mean |frame[t+1] - frame[t]|) / 255",
+    "class_accuracy": "share of generated videos that a motion classifier trained on real clips (EvalConfig.classifier) "
+    "puts in the class they were conditioned on (Classification Accuracy Score style, Ravuri & Vinyals 2019)",
+    "real_accuracy": "the same classifier on the real clips of this evaluation: the ceiling for class_accuracy",
     "warping_error": "mean |warp(frame[t]) - frame[t+1]| / 255 with OpenCV Farneback flow, pixels with an in-frame source",
 }
 
@@ -100,3 +103,31 @@ def write_outputs(report: EvalReport, output_uri: str, real_grid: np.ndarray | N
     report_uri = storage.join(output_uri, REPORT_NAME)
     report.outputs["report"] = report_uri
     storage.write_bytes(report_uri, report_json(report))
+
+
+CLASS_SHEET_NAME = "samples_by_class.png"
+
+
+def class_sheet(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
+                names: list[str], per_class: int = 2, frames: int = 6, scale: int = 3) -> np.ndarray:
+    """One image, a block per class: ``per_class`` real clips and ``per_class`` generated clips of that
+    class (``frames`` evenly spaced frames each, enlarged ``scale`` x), each row labelled
+    "<class> real" or "<class> generated". uint8 [H, W, 3]."""
+    rows = []
+    t = min(real.shape[1], fake.shape[1])
+    idx = np.linspace(0, t - 1, min(t, frames)).round().astype(int)
+    for c, name in enumerate(names):
+        for side, videos, labels in (("real", real, real_labels), ("generated", fake, fake_labels)):
+            for video in videos[np.asarray(labels) == c][:per_class]:
+                strip = np.concatenate(list(video[idx]), axis=1)
+                strip = cv2.resize(strip, (strip.shape[1] * scale, strip.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+                label = np.full((strip.shape[0], 150, 3), 255, np.uint8)
+                cv2.putText(label, name[:18], (4, strip.shape[0] // 2 - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
+                cv2.putText(label, side, (4, strip.shape[0] // 2 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                            (0, 110, 0) if side == "real" else (170, 0, 0), 1)
+                rows.append(np.concatenate([label, strip], axis=1))
+        if rows:
+            rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))  # a gap between classes
+    if not rows:
+        raise ValueError("class_sheet: no clip of any class to show")
+    return np.ascontiguousarray(np.concatenate(rows[:-1], axis=0))

@@ -75,6 +75,10 @@ class FeatureWorker:
     def device_name(self) -> str:
         return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
 
+    def features(self, videos: np.ndarray) -> SideFeatures:
+        """Features and per-video scores of one side alone (a benchmark caches the real side's)."""
+        return self._side(videos)
+
     def _side(self, videos: np.ndarray) -> SideFeatures:
         frames = pick_frames(videos, self.image_frames)
         return SideFeatures(

@@ -141,6 +141,12 @@ class VideoModel(nn.Module):
         return None
 
     # --- what the registry and telemetry need -----------------------------------------------
+    def tokens_per_sample(self) -> int:
+        """Positions the network computes on per training clip (telemetry's tokens/s): the transformer's
+        tokens for the DiT; for the convolutional families the clip's pixel positions (frames x H x W)."""
+        cfg = self.config
+        return int(cfg.frames * cfg.height * cfg.width)
+
     def flops_per_sample(self) -> int:
         """Analytic forward FLOPs (2 x multiply-accumulates) per training sample of the preset's shape."""
         raise NotImplementedError

@@ -62,6 +62,11 @@ class DiTConfig(ModelConfig):
     latent_channels: int = 0
     latent_spatial_compression: int = 1
     latent_temporal_compression: int = 1
+    # A trained VAE checkpoint (path or URI) that build_model loads and attaches as the frozen codec,
+    # and the factor that brings its latents to about unit variance (Stable Diffusion's 0.18215):
+    # 1 / the std of the encoded training clips.
+    autoencoder: str | None = None
+    latent_scale: float = 1.0
     # Conditioning (num_classes: the class count; 0 = no class embedding).
     num_classes: int = 10
     caption: bool = True
@@ -72,6 +77,12 @@ class DiTConfig(ModelConfig):
     cond_dropout: float = 0.1  # drop class and caption together (classifier-free guidance)
     # Objective and default sampling options.
     timestep_sampling: TimestepSampling = "logit_normal"
+    # What the network outputs. "velocity" (noise - data, SD3) or "data" (the clean clip; JiT, Li & He
+    # 2025): a token holds more pixel values than a small model's width can carry noise for (48 per
+    # 4x4 patch here), and predicting the clean clip, which lies on a low-dimensional manifold, is what
+    # still works then; both train on the velocity loss, the data prediction through v = (x_t - x) / t.
+    prediction: Literal["velocity", "data"] = "velocity"
+    min_t: float = 0.05  # floor of t in v = (x_t - x) / t for data prediction
     sample_steps: int = 32
     guidance: float = 1.0
 
@@ -123,8 +134,17 @@ class DiTConfig(ModelConfig):
                     f"{field} {size} is not divisible by patch size {multiple}{why}; "
                     f"set model.{field} to a multiple of {multiple}"
                 )
+        if self.autoencoder and not self.latent:
+            self.fail("model.autoencoder is set but latent_channels is 0; set model.latent_channels to the VAE's z_channels")
+        if self.latent_scale <= 0:
+            self.fail(f"latent_scale {self.latent_scale} must be positive (1 / std of the VAE latents)")
+        if not 0.0 < self.min_t < 1.0:
+            self.fail(f"min_t {self.min_t} must be in (0, 1)")
         if not 0.0 <= self.cond_dropout < 1.0:
             self.fail(f"cond_dropout {self.cond_dropout} must be in [0, 1)")
+
+
+SAMPLE_MIN_T = 1e-4  # sampling never evaluates t = 0 (Euler stops there); this only guards division
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -383,15 +403,27 @@ class VideoDiT(VideoModel):
         if cfg.latent:
             codec = self._autoencoder()
             with torch.no_grad():
-                x0 = codec(x0.to(param_dtype(codec)), mode="encode").to(batch.video.dtype)
+                x0 = codec(x0.to(param_dtype(codec)), mode="encode").to(batch.video.dtype) * cfg.latent_scale
         n, device = x0.shape[0], x0.device
         drop = torch.rand(n) < cfg.cond_dropout  # host RNG: caption dropping happens on the host
         labels, ids = self._conditions(batch.label, batch.caption, drop, device)
         noise = torch.randn_like(x0)
         t = sample_timesteps(n, cfg.timestep_sampling, device)
-        velocity = self.net(noisy_input(x0, noise, t), t, labels, ids)
+        x_t = noisy_input(x0, noise, t)
+        velocity = self.velocity(self.net(x_t, t, labels, ids), x_t, t)
         loss = F.mse_loss(velocity.float(), velocity_target(x0, noise).float())
         return LossOutput(loss, {"loss": loss.item()})
+
+    def velocity(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, min_t: float | None = None) -> torch.Tensor:
+        """The network's output as a velocity (dx_t/dt = noise - data), whatever it predicts. Training
+        floors t at ``config.min_t`` (the loss weight 1/t^2 of a data prediction stays bounded);
+        sampling passes a tiny floor, so that an Euler step from t to t' lands on
+        (t'/t) x_t + (1 - t'/t) x_pred, and the last step (t' = 0) on the prediction itself."""
+        if self.config.prediction == "velocity":
+            return out
+        floor = self.config.min_t if min_t is None else min_t
+        t = t.clamp(min=floor).view(-1, *([1] * (x_t.dim() - 1))).to(torch.float32)
+        return (x_t.float() - out.float()) / t
 
     @torch.no_grad()
     def sample(
@@ -425,20 +457,24 @@ class VideoDiT(VideoModel):
             both = [None if c is None else torch.cat([c, u]) for c, u in zip(cond, null)]
 
             def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                x = x.to(dtype)
-                v_cond, v_uncond = self.net(torch.cat([x, x]), torch.cat([t, t]), *both).float().chunk(2)
+                x2, t2 = torch.cat([x, x]), torch.cat([t, t])
+                v_cond, v_uncond = self.velocity(self.net(x2.to(dtype), t2, *both), x2, t2, SAMPLE_MIN_T).float().chunk(2)
                 return v_uncond + guidance * (v_cond - v_uncond)
         else:
 
             def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return self.net(x.to(dtype), t, *cond).float()
+                return self.velocity(self.net(x.to(dtype), t, *cond), x, t, SAMPLE_MIN_T).float()
 
         with eval_mode(self):
             x = euler_sample(velocity, noise, steps)  # the state stays fp32; the network sees `dtype`
             if cfg.latent:
                 codec = self._autoencoder()
-                x = codec(x.to(param_dtype(codec)), mode="decode")
+                x = codec((x / cfg.latent_scale).to(param_dtype(codec)), mode="decode")
         return to_channels_last(x.float().clamp(-1, 1))
+
+    def tokens_per_sample(self) -> int:
+        """Transformer tokens of one clip: (frames x height x width) of the model's input over the patch."""
+        return math.prod(self.config.grid)
 
     def flops_per_sample(self) -> int:
         return self._flops

@@ -34,7 +34,10 @@ FAMILIES: dict[str, type[VideoModel]] = {"gan": VideoGAN, "vae": VideoVAE, "rnn"
 
 # fmt: off
 # Each family config's defaults are its debug preset.
-_GAN_DEBUG, _VAE_DEBUG, _RNN_DEBUG, _DIT_DEBUG = GANConfig(), VAEConfig(), RNNConfig(), DiTConfig()
+_GAN_DEBUG, _VAE_DEBUG, _RNN_DEBUG = GANConfig(), VAEConfig(), RNNConfig()
+# Pixel space with 4x4 patches: a token holds 48 pixel values, most of the width of a 64-wide model,
+# so it predicts the clean clip (JiT), not the velocity (whose samples kept their noise as speckles).
+_DIT_DEBUG = DiTConfig(prediction="data")
 # The transformer presets' shared geometry: 16 x 256 x 256 clips through an 8x spatial VAE.
 _DIT_LATENT = DiTConfig(
     name="dit-s", frames=16, height=256, width=256, patch=(1, 2, 2), latent_channels=4,
@@ -94,11 +97,18 @@ def get_preset(name: str) -> AnyModelConfig:
     return copy.deepcopy(PRESETS[name])
 
 
-def build_model(config: AnyModelConfig) -> VideoModel:
-    """The family model for ``config`` (validated first; errors name the field to fix)."""
+def build_model(config: AnyModelConfig, load_autoencoder: bool = True) -> VideoModel:
+    """The family model for ``config`` (validated first; errors name the field to fix). A latent DiT
+    whose ``model.autoencoder`` names a trained VAE checkpoint gets it attached as its frozen codec."""
     if config.family not in FAMILIES:
         raise ValueError(f"{config.name}: unknown family {config.family!r}; valid: {', '.join(FAMILIES)}")
-    return FAMILIES[config.family](config)
+    model = FAMILIES[config.family](config)
+    if load_autoencoder and getattr(config, "autoencoder", None):
+        from vidgen_ray.train.checkpoint import load_for_inference  # the VAE's own checkpoint, EMA weights
+
+        vae, _, _ = load_for_inference(config.autoencoder)
+        model.attach_autoencoder(vae)
+    return model
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ def describe(name_or_config: str | AnyModelConfig) -> ModelInfo:
     """Parameter count and FLOPs of a preset or config, built on the meta device."""
     config = get_preset(name_or_config) if isinstance(name_or_config, str) else name_or_config
     with torch.device("meta"):
-        model = build_model(config)
+        model = build_model(config, load_autoencoder=False)
     params = sum(p.numel() for part in model.parts().values() for p in part.parameters())
     model_shape = config.model_shape if isinstance(config, DiTConfig) else config.shape
     return ModelInfo(config.name, config.family, config.shape, model_shape, params, model.flops_per_sample())

@@ -39,12 +39,17 @@ WEIGHTS = "model.pt"
 class TrainState:
     step: int = 0  # optimizer steps done
     epoch: int = 0
-    items_consumed: int = 0  # data position: items of the train stream fully consumed (all workers)
+    # Data position. One worker: the stream item the next clip comes from and how many of its clips
+    # were trained on (exact). Several: items of the stream fully consumed by all workers (estimated
+    # from samples seen, since each worker reads its own share of the stream).
+    items_consumed: int = 0
+    rows_into_item: int = 0
     samples_seen: int = 0
     resumes: int = 0  # how many times this run restarted from a checkpoint (failures and reruns)
     best_metric: float | None = None
     validations_without_improvement: int = 0
     history: list = field(default_factory=list)  # [step, loss] at every log interval
+    train_seconds: float = 0.0  # wall time in data wait + steps (not validation, samples, checkpoints), all resumes
 
     def to_json(self) -> dict:
         return asdict(self)

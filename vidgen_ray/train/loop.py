@@ -68,6 +68,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def untrained_model(cfg: ExperimentConfig) -> VideoModel:
+    """The model exactly as a run of ``cfg`` starts training it (same seed, same initialisation): the
+    step-0 point of a learning curve."""
+    _seed_everything(cfg.train.seed)
+    return build_model(cfg.model).eval()
+
+
 def _ema_part(model: VideoModel) -> str:
     """The part whose weights generate samples (the GAN's generator; the only part elsewhere)."""
     names = list(model.parts())
@@ -137,17 +144,23 @@ def train_loop_per_worker(config: dict) -> None:
     # --- resume ------------------------------------------------------------------------------------
     state = ckpt.TrainState()
     restored = ray.train.get_checkpoint()
+    rng_restored = False
     if restored is not None:
         with restored.as_directory() as d:
             state = ckpt.load(d, parts, ema)
+            rng_restored = (Path(d) / "rng" / f"rank{rank}.pt").exists()
         state.resumes += 1
         if rank == 0:
             log.info("resumed from %s at step %d (epoch %d, item %d)", restored.path, state.step, state.epoch, state.items_consumed)
-    _seed_everything(cfg.train.seed + 1000 * rank + state.step)  # per-rank randomness (noise, timesteps)
+    if not rng_restored:
+        # Per-rank randomness (noise, timesteps, dropout). A resumed run keeps the RNG states its
+        # checkpoint restored instead, so it continues the uninterrupted run's random stream
+        # (a rank the checkpoint has no state for, at another world size, is seeded like a new one).
+        _seed_everything(cfg.train.seed + 1000 * rank + state.step)
 
     flops = model.flops_per_sample()
-    tokens = int(getattr(model, "tokens_per_sample", lambda: cfg.model.frames)())
-    telemetry = Telemetry(cfg.name, rank, world, flops, tokens, device, cfg.parallel.precision)
+    telemetry = Telemetry(cfg.name, rank, world, flops, model.tokens_per_sample(), device, cfg.parallel.precision,
+                          frames_per_sample=cfg.model.frames)
     if rank == 0:
         params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 partitions
         log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %d = %d/step | %d steps",
@@ -176,7 +189,6 @@ def train_loop_per_worker(config: dict) -> None:
         metrics.update(telemetry_last)
         checkpoint = None
         if checkpoint_now:
-            write_samples(model, ema, cfg, state.step, final, rank, batch=last_batch)
             tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
             ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
             checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
@@ -201,15 +213,20 @@ def train_loop_per_worker(config: dict) -> None:
     last_batch: Batch | None = None
     batches_iter = iter(torch_batches(train_shard, cfg.train.batch_size, cfg.data))
     micro: list[Batch] = []
+    micro_items: list[list[int]] = []  # stream item of every clip in ``micro``
+    clock = time.perf_counter()  # training wall time, carried across resumes in TrainState.train_seconds
     while state.step < plan.total_steps and not stop_reason:
         # --- wait for data (measured: the accelerator idles here) -------------------------------------
         t0 = time.perf_counter()
+        state.train_seconds += t0 - clock
+        clock = t0
         raw = next(batches_iter, None)
         telemetry.waited(time.perf_counter() - t0)
         if raw is None:
             break  # the stream is exhausted: every worker sees this at the same step (equal shards)
         last_batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
         micro.append(last_batch)
+        micro_items.append(raw["items"].tolist())
         state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
         if len(micro) < cfg.train.grad_accum:
             continue
@@ -220,9 +237,15 @@ def train_loop_per_worker(config: dict) -> None:
             ema.update()
         state.step += 1
         state.samples_seen += plan.global_batch
-        state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
+        if world == 1:  # the exact position: every clip this step trained on, in stream order
+            for item in (int(i) for b in micro_items for i in b):
+                if item != state.items_consumed:
+                    state.items_consumed, state.rows_into_item = item, 0
+                state.rows_into_item += 1
+        else:
+            state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
         telemetry.stepped(sum(b.size for b in micro))
-        micro = []
+        micro, micro_items = [], []
         if not math.isfinite(step_losses["loss"]):
             raise FloatingPointError(f"loss is {step_losses['loss']} at step {state.step}; lower train.optim.lr or use fp32")
         # --- log ----------------------------------------------------------------------------------------
@@ -232,17 +255,21 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 log.info(progress_line(state.step, plan.total_steps, state.epoch, step_losses, telemetry_last,
                                        next(iter(parts.values())).lr))
+        # --- sample, validate, checkpoint -----------------------------------------------------------------
+        state.train_seconds += time.perf_counter() - clock
+        if state.step < plan.total_steps:
+            write_samples(model, ema, cfg, state.step, False, rank, batch=last_batch)  # at train.sample_every
         validate_now = bool(cfg.train.val_every) and state.step % cfg.train.val_every == 0
         checkpoint_now = state.step % cfg.train.checkpoint_every == 0
         if (validate_now or checkpoint_now) and state.step < plan.total_steps:
             report(validate_now, checkpoint_now)
+        clock = time.perf_counter()  # sampling, validation and checkpoints are not training time
     if not stop_reason and state.step < plan.total_steps and rank == 0:
         log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
     # The final checkpoint (validation too unless it just ran at this very step, as on an early stop).
+    write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch)
     if last_checkpointed != state.step:
         report(validate_now=last_reported != state.step, checkpoint_now=True, final=True)
-    else:
-        write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch)
     if rank == 0:
         log.info("done at step %d%s", state.step, f" ({stop_reason})" if stop_reason else "")
 

@@ -60,15 +60,19 @@ class TrainStream:
     decode_cpus: int | None  # CPUs for decode tasks (None: as many as are free)
 
     def __call__(self):
-        start_item = 0
+        start_item = skip_rows = 0
         # The checkpoint the workers will restore, so the data resumes where the model does.
         latest = registered_checkpoint(storage.join(self.cfg.storage_path, self.cfg.name))
         if latest is not None:
-            start_item = int(read_meta_uri(latest)["state"]["items_consumed"])
+            state = read_meta_uri(latest)["state"]
+            start_item, skip_rows = int(state["items_consumed"]), int(state.get("rows_into_item", 0))
         total = len(self.units) * self.epochs
-        start_item = min(start_item, total - 1)
-        log.info("train stream: %d units x %d epochs from item %d", len(self.units), self.epochs, start_item)
-        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item, decode_cpus=self.decode_cpus)
+        if start_item > total - 1:
+            start_item, skip_rows = total - 1, 0
+        log.info("train stream: %d units x %d epochs from item %d (less %d clips)", len(self.units), self.epochs,
+                 start_item, skip_rows)
+        return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item,
+                           decode_cpus=self.decode_cpus, skip_rows=skip_rows)
 
 
 def read_meta_uri(uri: str) -> dict:
@@ -135,12 +139,12 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
             ),
         ),
         datasets=datasets,
-        dataset_config=ingest_config(datasets),
+        dataset_config=ingest_config(datasets, ordered_train=cfg.data.ordered),
         torch_config=TorchConfig(backend=backend),
     )
 
 
-def ingest_config(datasets: dict):
+def ingest_config(datasets: dict, ordered_train: bool = False):
     """Ray Train replaces every dataset's execution options with its own (copied from the global
     DataContext, where ``preserve_order`` is off for throughput), so the order a Dataset asked for in
     ``clip_stream`` (the evaluation splits) is handed back to Ray Train here: in order, the val shard
@@ -150,7 +154,9 @@ def ingest_config(datasets: dict):
 
     ordered = {}
     for name, ds in datasets.items():
-        if isinstance(ds, ray.data.Dataset) and ds.context.execution_options.preserve_order:
+        # The train stream is a factory (TrainStream): data.ordered says whether it keeps its order.
+        keeps = ordered_train if isinstance(ds, TrainStream) else isinstance(ds, ray.data.Dataset) and ds.context.execution_options.preserve_order
+        if keeps:
             options = ray.train.DataConfig.default_ingest_options()
             options.preserve_order = True
             ordered[name] = options

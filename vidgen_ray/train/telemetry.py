@@ -62,10 +62,11 @@ class Interval:
 
 class Telemetry:
     def __init__(self, run: str, rank: int, world: int, flops_per_sample: int, tokens_per_sample: int,
-                 device: torch.device, precision: str) -> None:
+                 device: torch.device, precision: str, frames_per_sample: int = 0) -> None:
         self.rank, self.world = rank, world
         self.flops_per_sample = flops_per_sample
-        self.tokens_per_sample = tokens_per_sample
+        self.tokens_per_sample = tokens_per_sample  # VideoModel.tokens_per_sample: what the network computes on
+        self.frames_per_sample = frames_per_sample
         self.device = device
         self.peak = peak_flops(device, precision)
         self.interval = Interval()
@@ -79,7 +80,8 @@ class Telemetry:
                 name: Gauge(f"vidgen_train_{name}", description=desc, tag_keys=keys)
                 for name, desc in (
                     ("samples_per_s", "training samples per second (all workers)"),
-                    ("tokens_per_s", "model tokens per second (all workers)"),
+                    ("tokens_per_s", "model tokens per second (all workers): DiT tokens, pixel positions for conv nets"),
+                    ("frames_per_s", "video frames trained on per second (all workers)"),
                     ("data_wait_fraction", "share of step time blocked on the data shard"),
                     ("step_time_s", "seconds per optimizer step"),
                     ("mfu", "model FLOPs utilisation (GPU only)"),
@@ -107,6 +109,7 @@ class Telemetry:
         out = {
             "samples_per_s": samples_per_s,
             "tokens_per_s": samples_per_s * self.tokens_per_sample,
+            "frames_per_s": samples_per_s * self.frames_per_sample,
             "data_wait_fraction": min(1.0, iv.data_wait / wall),
             "step_time_s": wall / max(1, iv.steps),
             "mfu": (3 * self.flops_per_sample * samples_per_s / (self.peak * self.world)) if self.peak else 0.0,

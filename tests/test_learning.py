@@ -1,0 +1,109 @@
+"""Guards on what training computes, not only that it runs:
+
+* golden losses (torchtitan style): a seeded 1-worker CPU run of every debug preset reproduces a
+  stored loss sequence exactly, so a change to an objective, the sampling of noise or timesteps,
+  normalisation, initialisation or the data order shows up as a diff. When a change is *meant* to
+  move them, refresh deliberately and say why in the commit:
+
+      VIDGEN_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_learning.py -k golden
+
+* resume: a run stopped and resumed reproduces the uninterrupted run's losses exactly (model,
+  optimizer, EMA, RNG streams and the data position to the clip);
+* the learning benchmark's smoke run writes its curves, and (slow tier) a tiny DiT learns.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_experiment
+from vidgen_ray.train.checkpoint import read_meta
+from vidgen_ray.train.run import train
+
+pytestmark = [pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).with_name("golden_losses.json")
+GOLDEN_PRESETS = ("gan-debug", "vae-debug", "rnn-debug", "dit-debug")
+
+
+def one_worker(preset: str, data: Path, storage: Path, name: str, *sets: str):
+    return tiny_experiment(preset, data, str(storage), name, "parallel.num_workers=1", "parallel.strategy=none",
+                           "data.ordered=true", "train.num_samples=0", *sets)
+
+
+def losses(result) -> list[list]:
+    return read_meta(result.checkpoint.path)["state"]["history"]
+
+
+def test_golden_losses_of_every_debug_preset(ray_session, prepared_dir: Path, tmp_path: Path):
+    got = {}
+    for preset in GOLDEN_PRESETS:
+        cfg = one_worker(preset, prepared_dir, tmp_path, preset, "train.max_steps=20", "train.checkpoint_every=20")
+        got[preset] = losses(train(cfg))
+        assert [s for s, _ in got[preset]] == list(range(1, 21))
+    if os.environ.get("VIDGEN_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
+        pytest.skip(f"golden losses rewritten to {GOLDEN}")
+    golden = json.loads(GOLDEN.read_text())
+    for preset in GOLDEN_PRESETS:
+        assert got[preset] == golden[preset], (
+            f"{preset}: the seeded loss sequence moved. If the change is intended, refresh with "
+            f"VIDGEN_UPDATE_GOLDEN=1 and say why in the commit.\ngot    {got[preset]}\ngolden {golden[preset]}")
+
+
+def test_a_resumed_run_continues_the_uninterrupted_loss_curve(ray_session, prepared_dir: Path, tmp_path: Path):
+    # 4 steps of batch 2 end inside a 16-clip shard: the data position must be exact to the clip, the
+    # RNG streams (noise, timesteps, caption dropout) must be the checkpoint's, not a reseed.
+    sets = ("train.schedule.kind=constant", "train.schedule.warmup_steps=0", "train.ema_decay=0.9",
+            "train.checkpoint_every=4")
+    whole = losses(train(one_worker("dit-debug", prepared_dir, tmp_path, "whole", "train.max_steps=10", *sets)))
+    first = one_worker("dit-debug", prepared_dir, tmp_path, "halves", "train.max_steps=5", *sets)
+    head = losses(train(first))
+    first.train.max_steps = 10
+    resumed = train(first)
+    state = read_meta(resumed.checkpoint.path)["state"]
+    assert state["resumes"] == 1 and head == whole[:5]
+    assert losses(resumed) == whole, f"resumed {losses(resumed)}\nwhole   {whole}"
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", REPO / "benchmarks" / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_learning_benchmark_smoke_writes_curves_for_every_family(ray_session, tmp_path: Path):
+    out, png = tmp_path / "learning.json", tmp_path / "learning.png"
+    result = _benchmark().main(["--quick", "--work", str(tmp_path / "work"), "--json", str(out), "--png", str(png),
+                                "--points", "1"])
+    saved = json.loads(out.read_text())
+    assert set(saved["families"]) == {"vae", "dit", "dit-latent", "gan", "rnn"} == set(result["families"])
+    assert saved["fvd_floor"] > 0 and saved["fid_floor"] > 0 and 0 <= saved["real_accuracy"] <= 1
+    for name, family in saved["families"].items():
+        steps = [point["step"] for point in family["curve"]]
+        assert steps == [0, family["steps"]], (name, steps)  # the untrained model and the final checkpoint
+        for point in family["curve"]:
+            assert point["fvd"] > 0 and point["fid"] > 0, (name, point)
+    assert "class_accuracy" in saved["families"]["dit"]["curve"][-1]
+    assert "recon_psnr" in saved["families"]["vae"]["curve"][-1]
+    assert "psnr_vs_copy_db" in saved["families"]["rnn"]["curve"][-1]
+    assert saved["families"]["dit"]["curve"][-1]["seconds"] > 0
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_a_tiny_dit_learns_to_generate(ray_session, tmp_path: Path):
+    # A few CPU-minutes of the pixel DiT: FVD against held-out clips falls well below the untrained
+    # model's, and its samples are recognised as their class far above chance (0.25).
+    result = _benchmark().main(["--quick", "--families", "dit", "--steps", "300", "--videos", "96", "--n", "24",
+                                "--points", "1", "--work", str(tmp_path / "work")])
+    first, last = result["families"]["dit"]["curve"][0], result["families"]["dit"]["curve"][-1]
+    assert last["fvd"] < 0.6 * first["fvd"], (first, last)
+    assert last["class_accuracy"] >= 0.5, last
