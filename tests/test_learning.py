@@ -52,13 +52,14 @@ def test_golden_losses_of_every_debug_preset(ray_session, prepared_dir: Path, tm
         pytest.skip(f"golden losses rewritten to {GOLDEN}")
     golden = json.loads(GOLDEN.read_text())
     for preset in GOLDEN_PRESETS:
-        assert got[preset] == golden[preset], (
+        # Losses are stored to 6 decimals; 1e-5 relative absorbs a last-digit rounding flip, nothing more.
+        assert got[preset] == pytest.approx(golden[preset], rel=1e-5, abs=1e-6), (
             f"{preset}: the seeded loss sequence moved. If the change is intended, refresh with "
             f"VIDGEN_UPDATE_GOLDEN=1 and say why in the commit.\ngot    {got[preset]}\ngolden {golden[preset]}")
 
 
 def test_a_resumed_run_continues_the_uninterrupted_loss_curve(ray_session, prepared_dir: Path, tmp_path: Path):
-    # 4 steps of batch 2 end inside a 16-clip shard: the data position must be exact to the clip, the
+    # 5 steps of batch 2 end inside a 16-clip shard: the data position must be exact to the clip, the
     # RNG streams (noise, timesteps, caption dropout) must be the checkpoint's, not a reseed.
     sets = ("train.schedule.kind=constant", "train.schedule.warmup_steps=0", "train.ema_decay=0.9",
             "train.checkpoint_every=4")
@@ -102,7 +103,7 @@ def test_learning_benchmark_smoke_writes_curves_for_every_family(ray_session, tm
 def test_a_tiny_dit_learns_to_generate(ray_session, tmp_path: Path):
     # A few CPU-minutes of the pixel DiT: FVD against held-out clips falls well below the untrained
     # model's, and its samples are recognised as their class far above chance (0.25).
-    result = _benchmark().main(["--quick", "--families", "dit", "--steps", "300", "--videos", "96", "--n", "24",
+    result = _benchmark().main(["--quick", "--families", "dit", "--steps", "300", "--videos", "128", "--n", "24",
                                 "--points", "1", "--work", str(tmp_path / "work")])
     first, last = result["families"]["dit"]["curve"][0], result["families"]["dit"]["curve"][-1]
     assert last["fvd"] < 0.6 * first["fvd"], (first, last)

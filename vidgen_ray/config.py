@@ -127,6 +127,10 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     data = dict(data)
     cfg = ExperimentConfig()
     model = data.pop("model", None)
+    if isinstance(model, dict) and model.get("family") == "dit" and "prediction" not in model:
+        # Saved before DiTConfig.prediction existed: every DiT then predicted the velocity (dit-debug's
+        # preset now predicts the data, and a dump starts from its preset).
+        model = {**model, "prediction": "velocity"}
     if model is not None:
         _apply_model(cfg, model)
     update(cfg, data)

@@ -76,40 +76,35 @@ def generated(model, experiment, rows: list[dict], batch_size: int, seed: int, n
 
 
 class ClassTally:
-    """Class accuracy of generated videos as they stream past: the class each was asked for (its label)
-    or continues (a predictor's real context clip) against what the classifier of real clips sees."""
+    """Class accuracy of generated videos as they stream past: the class each was asked for (its
+    label) against what the classifier of real clips sees in it. A predictor's clips start with real
+    context frames, which the classifier would see too: they are not counted."""
 
-    def __init__(self, classifier, rows: list[dict]) -> None:
-        self.classifier, self.rows = classifier, rows
+    def __init__(self, classifier) -> None:
+        self.classifier = classifier
         self.correct = self.seen = 0
-        self.conditioned = True
+        self.why_not = ""
 
     def __call__(self, videos: np.ndarray, cond: dict) -> None:
         from vidgen_ray.evaluate.classifier import predict
 
-        if "labels" in cond:
-            wanted = cond["labels"].cpu().numpy()
-        elif "context" in cond:  # the class of the real clip whose first frames it continues
-            wanted = np.array([int(r["label"]) for r in self.rows[self.seen : self.seen + len(videos)]])
-        else:
-            self.conditioned = False
+        if "labels" not in cond:
+            self.why_not = ("its clips begin with real context frames, which the classifier would see"
+                            if "context" in cond else "the model is unconditional: no class was asked for")
             return
-        self.correct += int((predict(self.classifier, videos) == wanted).sum())
+        self.correct += int((predict(self.classifier, videos) == cond["labels"].cpu().numpy()).sum())
         self.seen += len(videos)
 
 
-def class_metrics(tally: ClassTally | None, classifier, real: np.ndarray, rows: list[dict]) -> tuple[dict, dict]:
+def class_metrics(tally: ClassTally, real: np.ndarray, rows: list[dict]) -> tuple[dict, dict]:
     """(metrics, skipped) for the report: class_accuracy of the generated side, real_accuracy its ceiling."""
     from vidgen_ray.evaluate.classifier import accuracy
 
-    if tally is None:
-        return {}, {}
-    labels = np.array([int(r["label"]) for r in rows])
-    metrics = {"real_accuracy": accuracy(classifier, real, labels)}
-    if tally.conditioned and tally.seen:
+    metrics = {"real_accuracy": accuracy(tally.classifier, real, np.array([int(r["label"]) for r in rows]))}
+    if tally.seen and not tally.why_not:
         metrics["class_accuracy"] = tally.correct / tally.seen
         return metrics, {}
-    return metrics, {"class_accuracy": "the model is unconditional (no labels, no context frames): no class was asked for"}
+    return metrics, {"class_accuracy": tally.why_not or "no generated video was classified"}
 
 
 def evaluate_checkpoint(checkpoint: str, config: EvalConfig, data: str | None = None, rows: list[dict] | None = None,
@@ -135,17 +130,21 @@ def evaluate_loaded(model, experiment, step: int, config: EvalConfig, data: str 
     latency = measure_latency(model, batch_size=1, seed=config.seed, **cond, **sample_options).to_dict()
     log.info("evaluating %s (step %s) on %d real clips of %s", experiment.model.name, step, len(rows),
              "x".join(map(str, real.shape[1:])))
-    tally = classifier = None
+    tally, class_skip = None, {}
     if config.classifier:
         from vidgen_ray.evaluate.classifier import load_classifier
 
         classifier = load_classifier(config.classifier).model
-        tally = ClassTally(classifier, rows)
+        if classifier.config.frames > frames:  # said before any sampling, not halfway through it
+            class_skip["class_accuracy"] = (f"the classifier at {config.classifier} takes {classifier.config.frames}-frame "
+                                            f"clips and {experiment.model.name} makes {frames}: train one on clips of {frames}")
+        else:
+            tally = ClassTally(classifier)
     hooks = [h for h in (tally, on_batch) if h is not None]
     fake = generated(model, experiment, rows, config.batch_size, config.seed, normalizer,
                      on_batch=(lambda videos, cond: [h(videos, cond) for h in hooks]) if hooks else None, **sample_options)
     report = evaluate(real, fake, config, latency=latency)
-    extra, skipped = class_metrics(tally, classifier, real, rows)
+    extra, skipped = class_metrics(tally, real, rows) if tally is not None else ({}, class_skip)
     if extra or skipped:
         report.metrics.update(extra)
         report.skipped.update(skipped)

@@ -411,7 +411,10 @@ class VideoDiT(VideoModel):
         t = sample_timesteps(n, cfg.timestep_sampling, device)
         x_t = noisy_input(x0, noise, t)
         velocity = self.velocity(self.net(x_t, t, labels, ids), x_t, t)
-        loss = F.mse_loss(velocity.float(), velocity_target(x0, noise).float())
+        # A data prediction's target goes through the same floored t, so the clean clip stays the optimum
+        # below min_t too (with the plain noise - x0 target it would be biased towards x_t there).
+        target = self.velocity(x0, x_t, t) if cfg.prediction == "data" else velocity_target(x0, noise)
+        loss = F.mse_loss(velocity.float(), target.float())
         return LossOutput(loss, {"loss": loss.item()})
 
     def velocity(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, min_t: float | None = None) -> torch.Tensor:

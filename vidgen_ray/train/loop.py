@@ -33,6 +33,7 @@ from vidgen_ray.runtime import get_logger
 from vidgen_ray.train import checkpoint as ckpt
 from vidgen_ray.train.ema import EMA
 from vidgen_ray.train.parallelize import Part, autocast, parallelize
+from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
 from vidgen_ray.train.validate import validate
@@ -215,6 +216,10 @@ def train_loop_per_worker(config: dict) -> None:
     micro: list[Batch] = []
     micro_items: list[list[int]] = []  # stream item of every clip in ``micro``
     clock = time.perf_counter()  # training wall time, carried across resumes in TrainState.train_seconds
+    # The data position to the clip needs one reader of an ordered, unshuffled stream; otherwise (several
+    # workers, Ray Data's unordered delivery, a local shuffle buffer) it is estimated from samples seen.
+    exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer
+    last_sampled = -1
     while state.step < plan.total_steps and not stop_reason:
         # --- wait for data (measured: the accelerator idles here) -------------------------------------
         t0 = time.perf_counter()
@@ -237,13 +242,14 @@ def train_loop_per_worker(config: dict) -> None:
             ema.update()
         state.step += 1
         state.samples_seen += plan.global_batch
-        if world == 1:  # the exact position: every clip this step trained on, in stream order
+        if exact_position:  # every clip this step trained on, in stream order
             for item in (int(i) for b in micro_items for i in b):
                 if item != state.items_consumed:
                     state.items_consumed, state.rows_into_item = item, 0
                 state.rows_into_item += 1
         else:
             state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
+            state.rows_into_item = 0
         telemetry.stepped(sum(b.size for b in micro))
         micro, micro_items = [], []
         if not math.isfinite(step_losses["loss"]):
@@ -257,8 +263,9 @@ def train_loop_per_worker(config: dict) -> None:
                                        next(iter(parts.values())).lr))
         # --- sample, validate, checkpoint -----------------------------------------------------------------
         state.train_seconds += time.perf_counter() - clock
-        if state.step < plan.total_steps:
-            write_samples(model, ema, cfg, state.step, False, rank, batch=last_batch)  # at train.sample_every
+        if state.step < plan.total_steps and sampling_due(cfg, state.step, False):  # at train.sample_every
+            write_samples(model, ema, cfg, state.step, False, rank, batch=last_batch)
+            last_sampled = state.step
         validate_now = bool(cfg.train.val_every) and state.step % cfg.train.val_every == 0
         checkpoint_now = state.step % cfg.train.checkpoint_every == 0
         if (validate_now or checkpoint_now) and state.step < plan.total_steps:
@@ -267,7 +274,8 @@ def train_loop_per_worker(config: dict) -> None:
     if not stop_reason and state.step < plan.total_steps and rank == 0:
         log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
     # The final checkpoint (validation too unless it just ran at this very step, as on an early stop).
-    write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch)
+    if last_sampled != state.step:  # an early stop or an ended stream may fall on a sample step
+        write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch)
     if last_checkpointed != state.step:
         report(validate_now=last_reported != state.step, checkpoint_now=True, final=True)
     if rank == 0:

@@ -20,9 +20,15 @@ def samples_dir(storage_path: str, name: str, step: int) -> str:
     return storage.join(storage_path, name, "samples", f"step_{step:09d}")
 
 
-def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int, batch: Batch | None = None) -> str | None:
+def due(cfg, step: int, final: bool) -> bool:
+    """Whether samples are written at ``step``: every ``train.sample_every`` steps and at the end. The
+    same answer on every rank (sampling a sharded model is collective)."""
     every = cfg.train.sample_every
-    if not (final or (every and step % every == 0)) or cfg.train.num_samples <= 0:
+    return (final or bool(every and step % every == 0)) and cfg.train.num_samples > 0
+
+
+def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int, batch: Batch | None = None) -> str | None:
+    if not due(cfg, step, final):
         return None
     n = cfg.train.num_samples
     cond: dict = {}
