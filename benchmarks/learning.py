@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--png", help="write the curves here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae-checkpoint", help="dit-latent without the vae family: use this trained VAE checkpoint")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.families.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAMILIES]
@@ -403,6 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"floor at N={n}: FVD {result['fvd_floor']}, FID {result['fid_floor']}; real_accuracy {result['real_accuracy']}", flush=True)
     runs = work / ("runs_quick" if args.quick else "runs") / time.strftime("%Y%m%d-%H%M%S")
+    if args.vae_checkpoint and "vae" not in names:
+        result["families"]["vae"] = {"final_checkpoint": args.vae_checkpoint, "given": True}
     for name in [f for f in ORDER if f in names]:
         family = FAMILIES[name]
         steps = args.steps or (family.quick_steps if args.quick else max(2, int(family.steps * args.steps_scale)))
@@ -411,6 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:  # after every family: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=1))
+    result["families"] = {k: v for k, v in result["families"].items() if not v.get("given")}
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -182,7 +182,7 @@ class UnitReader:
         for gid in batch["id"]:
             g = int(gid) + self.start_item
             epoch, unit = self._unit(g)
-            rng = np.random.default_rng([self.cfg.seed, epoch, stable_int(unit["uri"])])
+            rng = np.random.default_rng([self.cfg.seed, epoch, stable_int(unit_key(unit))])
             first_row = len(cols["video"])
             try:
                 if self.units.kind == "video":
@@ -284,6 +284,13 @@ def _id_blocks(start: int, stop: int, per_block: int) -> Iterator:
 
     for first in range(start, stop, per_block):
         yield pa.table({"id": np.arange(first, min(stop, first + per_block), dtype=np.int64)})
+
+
+def unit_key(unit: dict) -> str:
+    """What a unit's random draws (shuffle within a shard, windows, crops, augmentation) are seeded by:
+    its path inside the dataset, not its absolute URI, so a seeded run is a function of the data and not
+    of where it lies (a temporary folder, another bucket): the golden-loss test depends on it."""
+    return unit.get("rel_path") or "/".join(unit["uri"].rsplit("/", 2)[-2:])
 
 
 def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool,
