@@ -214,8 +214,9 @@ def test_asha_stops_bad_trials_before_and_after_the_resume_and_the_family_choice
     assert bad["status"] == "stopped" and bad["iterations"] < 3 and bad["step"] < 6, bad
     assert bad["val_loss"] > good["val_loss"]
     # The GAN ran after the resume, and ASHA still knew the transformers' first-rung values
-    # (scheduler.py): its loss (a GAN's, on another scale) is below their median, so it stops there too.
-    assert gan["model.preset"] == "gan-debug" and gan["status"] == "stopped" and gan["iterations"] == 1, gan
+    # (scheduler.py): its loss (a GAN's, on another scale) is compared with theirs and it is stopped at a
+    # rung (the first or, since dit-debug predicts the data and its loss scale moved, the second).
+    assert gan["model.preset"] == "gan-debug" and gan["status"] == "stopped" and gan["iterations"] in (1, 2), gan
     reported = [json.loads(line) for line in (Path(second.path) / f"trial_{gan['trial_id']}" / "result.json").read_text().splitlines()]
     assert "loss_generator" in reported[-1] and "loss_discriminator" in reported[-1]  # it trained as a GAN
     assert any(r["pareto"] for r in second.rows) and all(r["samples_per_s"] for r in second.rows if r["iterations"])
