@@ -54,10 +54,6 @@ def test_golden_losses_of_every_debug_preset(ray_session, synth_dir: Path, tmp_p
     if os.environ.get("VIDGEN_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
         pytest.skip(f"golden losses rewritten to {GOLDEN}")
-    if os.environ.get("VIDGEN_GOLDEN_STRICT") != "1":
-        # Known gap (issue 16, item 5): runs reproduce each other within a test session (the resume test
-        # below compares two), but not yet across sessions: a session-dependent input is still unfound.
-        pytest.skip("golden losses are not yet reproducible across sessions; VIDGEN_GOLDEN_STRICT=1 compares them")
     golden = json.loads(GOLDEN.read_text())
     for preset in GOLDEN_PRESETS:
         # Losses are stored to 6 decimals; 1e-5 relative absorbs a last-digit rounding flip, nothing more.
