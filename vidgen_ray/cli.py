@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from vidgen_ray.configs import ConfigError
@@ -148,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key, value in parse_set_args(args.sets):
         set_dotted(config, key.removeprefix("eval."), value)
     validate_all(config)
-    init_ray(address=args.address, num_cpus=config.num_actors + 2)
+    init_ray(address=args.address, num_cpus=math.ceil(config.num_actors * config.cpus_per_actor) + 2)
     report = evaluate_checkpoint(args.checkpoint, config, data=args.data)
     print(format_eval(report))
     if args.out:
@@ -303,22 +304,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A ``UserError`` (bad config, mismatched data, missing bucket, bad credentials,
+    a cluster too small for the run) prints its message alone and returns 2, also when it was raised
+    inside a Ray worker; ``--debug`` anywhere in ``argv`` or ``VIDGEN_DEBUG=1`` shows the traceback."""
+    import os
+
+    from vidgen_ray.errors import find_user_error
     from vidgen_ray.runtime import setup_logging
 
     setup_logging()
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["tune"]:  # the sweep CLI owns all of its flags, --help included
-        try:
-            return _tune_main(argv[1:])
-        except ConfigError as exc:
-            print(f"config error: {exc}", file=sys.stderr)
-            return 2
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("VIDGEN_DEBUG") == "1" or "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
+        if argv[:1] == ["tune"]:  # the sweep CLI owns all of its flags, --help included
+            return int(_tune_main(argv[1:]) or 0)
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        user = find_user_error(exc)
+        if user is None or debug:
+            raise
+        kind = "config error" if isinstance(user, ConfigError) else "error"
+        print(f"{kind}: {user}\n(run with --debug or VIDGEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -20,8 +20,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from vidgen_ray.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value is wrong; the message names the field and the fix."""
 
 

@@ -30,6 +30,23 @@ _configured = False
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is emitted, not the stream it was created
+    with (a test's capture, a notebook's redirect): a closed old stream would print a logging error
+    with a traceback for every record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(level: str | int | None = None) -> None:
     """One line per record: ``12:01:02 INFO vidgen.train | step 40 ...`` (idempotent)."""
     global _configured
@@ -37,7 +54,7 @@ def setup_logging(level: str | int | None = None) -> None:
     root = logging.getLogger("vidgen")
     root.setLevel(level)
     if not _configured:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s | %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
@@ -76,10 +93,16 @@ def init_ray(
     log = get_logger("runtime")
     if address:
         log.info("connecting to Ray at %s", address)
-        context = ray.init(address=address, log_to_driver=True)
+        context = ray.init(address=address, log_to_driver=True, runtime_env=_connected_runtime_env(address))
         quiet_ray_data()
         return context
     set_local_ray_env()
+    # This instance's own GCS port, chosen now so that every worker can be told where its cluster is
+    # (below): with another Ray on the host (a user's `ray start`, a notebook, a parallel CI job), Ray
+    # Train's placement-group cleaner and the state API would otherwise auto-detect "the" cluster, find
+    # two, and ASHA's stopped trials would keep their CPUs.
+    gcs_port = _free_port()
+    own = f"{_node_ip()}:{gcs_port}"
     if num_cpus is not None:
         # Logical CPUs: on a small machine, training workers and decode tasks must all be schedulable
         # (they time-share the real cores); never fewer than the machine has.
@@ -87,7 +110,23 @@ def init_ray(
     if include_dashboard is None:
         # Tune's ASHA relies on the dashboard to clean up stopped trials; tests opt in when they need it.
         include_dashboard = not for_tests or os.environ.get("VIDGEN_TEST_DASHBOARD") == "1"
-    context = ray.init(
+    os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)  # read when the head starts, in this process
+    try:
+        context = _init_local(ray, num_cpus, workers_per_cpu, include_dashboard, for_tests, {
+            **{k: os.environ[k] for k in _LOCAL_ENV}, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "RAY_ADDRESS": own, **(env or {})})
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    if context.address_info.get("gcs_address") != own:
+        log.warning("the local Ray instance is at %s, not %s as its workers were told", context.address_info.get("gcs_address"), own)
+    log.info("started a local Ray instance (dashboard: %s)", context.dashboard_url or "off")
+    quiet_ray_data()
+    return context
+
+
+def _init_local(ray, num_cpus, workers_per_cpu, include_dashboard, for_tests, worker_env):
+    return ray.init(
+        address="local",  # a new instance: never attach to whatever `ray start` ran last on this host
         num_cpus=num_cpus,
         _system_config=local_system_config(num_cpus or os.cpu_count() or 1, workers_per_cpu),
         include_dashboard=include_dashboard,
@@ -95,12 +134,38 @@ def init_ray(
         configure_logging=True,
         logging_level=logging.WARNING if for_tests else logging.INFO,
         log_to_driver=True,
-        runtime_env={"env_vars": {k: os.environ[k] for k in _LOCAL_ENV}
-                     | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} | (env or {})},
+        runtime_env={"env_vars": worker_env},
     )
-    log.info("started a local Ray instance (dashboard: %s)", context.dashboard_url or "off")
-    quiet_ray_data()
-    return context
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _node_ip() -> str:
+    from ray._private.services import get_node_ip_address
+
+    return get_node_ip_address()
+
+
+def _connected_runtime_env(address: str) -> dict:
+    """Env vars for the workers of a driver connected to a cluster: no Ray Data progress bars in any
+    process (the SplitCoordinator's redraw 3 lines a second into the job log), and the cluster's own
+    GCS address for Ray's auto-detection (several instances on one host). Keys the submitted job's
+    runtime env already sets are left to it: Ray refuses to merge the same key twice."""
+    import json
+
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    taken = set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+    env = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}
+    if ":" in address and "://" not in address and address not in ("auto", "local"):
+        env["RAY_ADDRESS"] = address  # ip:port of the GCS, as `ray job submit` hands it to the entrypoint
+    env = {k: v for k, v in env.items() if k not in taken}
+    return {"env_vars": env} if env else {}
 
 
 def local_system_config(num_cpus: int, workers_per_cpu: float) -> dict:

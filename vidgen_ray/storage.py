@@ -58,6 +58,8 @@ from urllib.parse import parse_qsl
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from vidgen_ray.errors import UserError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -84,7 +86,7 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and what to fix."""
 
 
-class StorageNotFoundError(StorageError, FileNotFoundError):
+class StorageNotFoundError(StorageError, UserError, FileNotFoundError):
     """The file/object (or its bucket) does not exist."""
 
 
@@ -92,11 +94,11 @@ class BucketNotFoundError(StorageNotFoundError):
     """The bucket/container itself does not exist."""
 
 
-class StorageAccessError(StorageError, PermissionError):
+class StorageAccessError(StorageError, UserError, PermissionError):
     """Credentials are missing, wrong, expired, or lack permission."""
 
 
-class UnsupportedURIError(StorageError, ValueError):
+class UnsupportedURIError(StorageError, UserError, ValueError):
     """The URI cannot be parsed (unknown or misspelt scheme, missing bucket, bad query)."""
 
 

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from vidgen_ray import storage
+from vidgen_ray.configs import ConfigError
 from vidgen_ray.data.config import DataConfig, SplitConfig
 from vidgen_ray.runtime import get_logger
 
@@ -51,9 +52,9 @@ def _read_manifest(uri: str) -> pa.Table:
         rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
         table = pa.Table.from_pylist(rows)
     else:
-        raise ValueError(f"manifest {uri}: use .parquet, .csv or .jsonl (columns: path, label, caption)")
+        raise ConfigError(f"manifest {uri}: use .parquet, .csv or .jsonl (columns: path, label, caption)")
     if "path" not in table.column_names:
-        raise ValueError(f"manifest {uri} has no 'path' column (columns: {table.column_names}); add one")
+        raise ConfigError(f"manifest {uri} has no 'path' column (columns: {table.column_names}); add one")
     return table
 
 
@@ -88,7 +89,7 @@ class Catalog:
 
 def build_catalog(cfg: DataConfig) -> Catalog:
     if not cfg.source:
-        raise ValueError("data.source is empty: set it to a folder or bucket of videos (e.g. --data s3://bucket/videos)")
+        raise ConfigError("data.source is empty: set it to a folder or bucket of videos (e.g. --data s3://bucket/videos)")
     entries = storage.list_files(cfg.source, extensions=cfg.extensions, recursive=True)
     manifest_uri = cfg.manifest
     if manifest_uri is None:

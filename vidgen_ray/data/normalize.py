@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vidgen_ray.configs import ConfigError
+
 
 @dataclass(frozen=True)
 class Normalizer:
@@ -53,7 +55,7 @@ class Normalizer:
 def channel_stats(clips: list[np.ndarray]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (in [0, 1] units) over uint8 clips [T, H, W, 3] (float64 sums)."""
     if not clips:
-        raise ValueError("no training clips to compute mean/std from; use data.normalize=minus_one_one")
+        raise ConfigError("no training clips to compute mean/std from; use data.normalize=minus_one_one")
     total = np.zeros(3)
     total_sq = np.zeros(3)
     count = 0

@@ -31,6 +31,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.data.datasource import Datasource, ReadTask
 
 from vidgen_ray import storage
+from vidgen_ray.configs import ConfigError
 from vidgen_ray.data import augment as aug_lib
 from vidgen_ray.data.catalog import SPLITS, build_catalog
 from vidgen_ray.data.config import DataConfig
@@ -69,7 +70,7 @@ def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
 
     catalog = catalog or build_catalog(cfg)
     if not catalog.rows:
-        raise ValueError(f"no videos under {cfg.source} with extensions {list(cfg.extensions)}; check data.source / data.extensions")
+        raise ConfigError(f"no videos under {cfg.source} with extensions {list(cfg.extensions)}; check data.source / data.extensions")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_items(catalog.rows, override_num_blocks=max(1, min(len(catalog.rows), 4 * cpus)))
     extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
@@ -317,7 +318,7 @@ def clip_stream(
     import ray
 
     if not len(units):
-        raise ValueError(f"the {split} split has no usable videos; check the probe report or data.split")
+        raise ConfigError(f"the {split} split has no usable videos; check the probe report or data.split")
     total = len(units) * epochs - start_item
     if total <= 0:
         raise ValueError(f"start_item {start_item} is past the end of {epochs} epoch(s) of {len(units)} units")

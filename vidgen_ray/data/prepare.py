@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidgen_ray import storage
-from vidgen_ray.configs import to_dict
+from vidgen_ray.configs import ConfigError, to_dict
 from vidgen_ray.data.catalog import SPLITS, build_catalog
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.normalize import channel_stats
@@ -196,7 +196,7 @@ def load_prepared(uri: str, cfg: DataConfig) -> tuple[dict[str, Units], dict]:
     want = (cfg.clip.frames, cfg.clip.height, cfg.clip.width, cfg.clip.fps)
     have = (clip["frames"], clip["height"], clip["width"], clip["fps"])
     if want != have:
-        raise ValueError(
+        raise ConfigError(
             f"{uri} holds clips of frames/height/width/fps {have}, but the run asks for {want}: "
             f"set data.clip to match, or prepare the data again with the new clip spec"
         )

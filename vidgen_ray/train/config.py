@@ -92,6 +92,9 @@ class ParallelConfig:
     offload_optimizer: bool = False  # DeepSpeed ZeRO: optimizer state on CPU
     offload_params: bool = False  # DeepSpeed ZeRO-3: parameters on CPU
     max_failures: int = 3  # worker-group restarts before the run fails
+    # How long the preflight waits for an autoscaler to add the nodes a run needs (vidgen_ray/preflight.py);
+    # a cluster without one fails at once.
+    resource_wait_s: float = 900.0
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
     def validate(self) -> None:
@@ -107,5 +110,7 @@ class ParallelConfig:
             raise ValueError("parallel.fsdp_cpu_offload needs parallel.strategy=fsdp2")
         if self.strategy == "fsdp2" and self.precision == "fp16":
             raise ValueError("fsdp2 with fp16 needs a sharded grad scaler; use parallel.precision=bf16")
+        if self.resource_wait_s < 0:
+            raise ValueError("parallel.resource_wait_s must be >= 0 (seconds to wait for the autoscaler)")
         if self.max_failures < 0:
             raise ValueError("parallel.max_failures must be >= 0 (a finite number of restarts)")

@@ -118,6 +118,16 @@ def _to_batch(raw: dict, normalizer: Normalizer, device: torch.device, num_class
     return Batch(video=video, label=label, caption=raw["caption"])
 
 
+def _quiet_train_reports() -> None:
+    """Ray Train v2 logs every ``ray.train.report`` call (metrics dict and all) at INFO, one line per rank
+    and checkpoint, through a logger named by its *file path*, which ``ray.train`` does not cover."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray Train layout: nothing to quiet
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -125,6 +135,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg: ExperimentConfig = config["experiment"]
     plan: RunPlan = config["plan"]
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # our own progress line says it better
+    _quiet_train_reports()
     normalizer: Normalizer = config["normalizer"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vidgen_ray import storage
+from vidgen_ray import preflight, storage
 from vidgen_ray.config import ExperimentConfig
+from vidgen_ray.configs import ConfigError
 from vidgen_ray.data.normalize import Normalizer, channel_stats
 from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context
 from vidgen_ray.data.prepare import training_units
@@ -32,7 +33,7 @@ def make_plan(cfg: ExperimentConfig, train_units: Units) -> RunPlan:
     clips_per_epoch = len(train_units) * train_units.clips_per_unit
     steps_per_epoch = int(clips_per_epoch // global_batch)
     if steps_per_epoch < 1:
-        raise ValueError(
+        raise ConfigError(
             f"the train split holds {clips_per_epoch:.0f} clips but one step needs {global_batch} "
             f"(batch {t.batch_size} x {cfg.parallel.num_workers} workers x accum {t.grad_accum}); "
             f"lower train.batch_size, raise data.clip.clips_per_video, or add videos"
@@ -60,6 +61,9 @@ class TrainStream:
     decode_cpus: int | None  # CPUs for decode tasks (None: as many as are free)
 
     def __call__(self):
+        # Called in Ray Train's controller process, whose DataContext is Ray's default: the dataset (and
+        # the SplitCoordinator that feeds the workers from it) would draw progress bars into the job log.
+        configure_data_context()
         start_item = skip_rows = 0
         # The checkpoint the workers will restore, so the data resumes where the model does.
         latest = registered_checkpoint(storage.join(self.cfg.storage_path, self.cfg.name))
@@ -171,6 +175,11 @@ def local_cpus_needed(cfg: ExperimentConfig) -> int:
 
 def train(cfg: ExperimentConfig, address: str | None = None):
     init_ray(address=address, num_cpus=local_cpus_needed(cfg), workers_per_cpu=cfg.data.decode_tasks_per_cpu)
+    preflight.check_training(cfg)  # seconds, not a job waiting forever for a CPU
+    autoencoder = getattr(cfg.model, "autoencoder", None)
+    if autoencoder and not storage.exists(storage.join(autoencoder, "meta.json")):
+        raise ConfigError(f"model.autoencoder={autoencoder} is not a checkpoint (no meta.json there): give the "
+                          f"directory of a trained VAE's checkpoint, e.g. runs/<name>/checkpoint_000001000")
     log.info("%s", cfg.summary())
     trainer = build_trainer(cfg)
     result = trainer.fit()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from vidgen_ray import storage
+from vidgen_ray import preflight, storage
 from vidgen_ray.configs import to_dict
 from vidgen_ray.runtime import get_logger, init_ray
 from vidgen_ray.tune.report import SweepResult, write_outputs
@@ -108,7 +108,8 @@ def make_trainable(sweep: SweepConfig, template: TrialTemplate):
     return tune.with_resources(tune.with_parameters(train_trial, template=template), sweep.resources.driver_request())
 
 
-def build_tuner(sweep: SweepConfig, template: TrialTemplate, sweep_dir: str, max_t: int, callbacks: list | None):
+def build_tuner(sweep: SweepConfig, template: TrialTemplate, sweep_dir: str, max_t: int, callbacks: list | None,
+                concurrent: int | None = None):
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -136,7 +137,7 @@ def build_tuner(sweep: SweepConfig, template: TrialTemplate, sweep_dir: str, max
         make_trainable(sweep, template),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=sweep.num_trials,
-            max_concurrent_trials=sweep.max_concurrent, time_budget_s=sweep.budget.time_budget_s or None,
+            max_concurrent_trials=concurrent or sweep.max_concurrent, time_budget_s=sweep.budget.time_budget_s or None,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
@@ -168,6 +169,11 @@ def run_sweep(sweep: SweepConfig, overrides: list[str] | tuple[str, ...] = (), r
     # A local instance needs logical CPUs for every trial in flight (the 2-core default is not enough).
     init_ray(address=address, num_cpus=sweep.max_concurrent * local_cpus_needed(base) + 1,
              workers_per_cpu=base.data.decode_tasks_per_cpu)
+    concurrent = preflight.trials_that_fit(base, sweep.max_concurrent, sweep.resources.driver_request())
+    if concurrent < sweep.max_concurrent:
+        log.warning("the cluster places %d trial(s) at a time with their decode stages, not max_concurrent=%d: "
+                    "running %d at a time (more would hold CPUs that the others' decoding waits for)",
+                    concurrent, sweep.max_concurrent, concurrent)
     problem = state_api_problem() if sweep.scheduler.kind == "asha" else None
     if problem:
         raise SweepError(f"ASHA needs Ray's state API (the dashboard) reachable from every Ray process: Ray Train frees a "
@@ -186,16 +192,20 @@ def run_sweep(sweep: SweepConfig, overrides: list[str] | tuple[str, ...] = (), r
         raise SweepError(f"a sweep already exists at {sweep_dir}: rerun to resume it, or choose another name")
     check_definition(sweep, sweep_dir, restoring=exists)
     log.info("sweep %s: %d trials (%d at a time), %s %s, ASHA max_t %s reports, -> %s%s", sweep.name, sweep.num_trials,
-             sweep.max_concurrent, sweep.mode, sweep.metric, max_t if sweep.scheduler.kind == "asha" else "-",
+             concurrent, sweep.mode, sweep.metric, max_t if sweep.scheduler.kind == "asha" else "-",
              sweep_dir, " (resuming)" if exists else "")
     for param in template.params:
         log.info("  %s", param.describe())
     if exists:
-        # The searcher, scheduler, settings and callbacks come back from the experiment's own state.
+        # The searcher, scheduler, settings and callbacks come back from the experiment's own state,
+        # the number of trials at a time included.
+        if concurrent < sweep.max_concurrent:
+            log.warning("resuming with the stored trials-at-a-time; if trials wait for each other's CPUs, "
+                        "start the sweep again under a new name with max_concurrent=%d", concurrent)
         tuner = tune.Tuner.restore(experiment, make_trainable(sweep, template), resume_unfinished=True,
                                    resume_errored=True, storage_filesystem=fs)
     else:
-        tuner = build_tuner(sweep, template, sweep_dir, max_t, callbacks)
+        tuner = build_tuner(sweep, template, sweep_dir, max_t, callbacks, concurrent)
     grid = tuner.fit()
     for error in grid.errors:
         log.warning("a trial failed: %s", str(error).strip().splitlines()[-1] if str(error).strip() else repr(error))
