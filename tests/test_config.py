@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 
+from vidgen_ray.config import load_experiment
 from vidgen_ray.configs import ConfigError, coerce, from_dict, parse_set_args, set_dotted, to_dict, validate_all
 from vidgen_ray.data.config import DataConfig
 
@@ -65,3 +66,15 @@ def test_validation_names_the_field_and_fix():
     cfg.augment.hflip = 1.5
     with pytest.raises(ConfigError, match=r"data.augment.hflip is a probability"):
         validate_all(cfg)
+
+
+def test_a_relative_autoencoder_path_is_made_absolute_for_the_workers(tmp_path, monkeypatch):
+    # Ray Train runs its workers in a directory of their own: a relative VAE checkpoint path failed there
+    # (FileNotFoundError under .../artifacts/<run>/outputs/...), after the driver had done its work.
+    monkeypatch.chdir(tmp_path)
+    cfg = load_experiment("dit-debug", sets=["model.latent_channels=4", "model.latent_spatial_compression=4",
+                                             "model.patch=1,2,2", "model.autoencoder=runs/vae/checkpoint_000000700"])
+    assert cfg.model.autoencoder == str(tmp_path / "runs/vae/checkpoint_000000700")
+    s3 = load_experiment("dit-debug", sets=["model.latent_channels=4", "model.latent_spatial_compression=4",
+                                            "model.patch=1,2,2", "model.autoencoder=s3://b/vae/ckpt"])
+    assert s3.model.autoencoder == "s3://b/vae/ckpt"

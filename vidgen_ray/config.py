@@ -83,7 +83,10 @@ def _apply_model(cfg: ExperimentConfig, spec: Any) -> None:
         if preset is None:
             raise ConfigError(f"model.family {family!r} is unknown; choose from {sorted({c.family for c in PRESETS.values()})}")
     if preset is not None:
-        cfg.model = get_preset(str(preset))
+        try:
+            cfg.model = get_preset(str(preset))
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from exc
     elif not cfg.model.family:
         raise ConfigError("model: name a preset first (model: {preset: dit-debug, ...})")
     update(cfg.model, spec, "model")
@@ -118,8 +121,22 @@ def load_experiment(
         for name, value in (("frames", frames), ("height", height), ("width", width)):
             if f"data.clip.{name}" not in clip_set:
                 setattr(cfg.data.clip, name, value)
+    _absolute_local_paths(cfg)
     validate_all(cfg)
     return cfg
+
+
+def _absolute_local_paths(cfg: ExperimentConfig) -> None:
+    """Local paths the training workers open themselves, made absolute here: Ray Train runs its workers
+    in a directory of their own, where ``outputs/...`` does not exist."""
+    import os
+
+    from vidgen_ray import storage
+
+    path = getattr(cfg.model, "autoencoder", None)
+    local = storage.local_path(path) if path else None  # absolute, for a local path or file:// URI
+    if local is not None and not os.path.isabs(path):
+        cfg.model.autoencoder = local
 
 
 def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:

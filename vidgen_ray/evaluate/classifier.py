@@ -176,7 +176,7 @@ def save_classifier(trained: TrainedClassifier, uri: str) -> str:
     buf = io.BytesIO()
     torch.save({"config": asdict(trained.model.config), "state_dict": trained.model.state_dict(),
                 "train_accuracy": trained.train_accuracy, "heldout_accuracy": trained.heldout_accuracy,
-                "history": trained.history}, buf)
+                "seconds": trained.seconds, "history": trained.history}, buf)
     storage.makedirs(uri)
     path = storage.join(uri, FILE)
     storage.write_bytes(path, buf.getvalue())
@@ -195,4 +195,4 @@ def load_classifier(uri: str) -> TrainedClassifier:
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return TrainedClassifier(model, blob.get("train_accuracy", math.nan), blob.get("heldout_accuracy", math.nan),
-                             history=blob.get("history", []))
+                             seconds=blob.get("seconds", 0.0), history=blob.get("history", []))
