@@ -445,7 +445,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.png:
         write_png(result, Path(args.png))
     print_table(result)
-    assert accuracy is not None
     return result
 
 
