@@ -58,11 +58,11 @@ class Node:
         return False
 
 
-_PLAIN = ("CPU", "GPU", "memory", "object_store_memory")
+_BOOKKEEPING = ("node:", "accelerator_type", "object_store_memory")  # Ray's own, never asked for by a run
 
 
 def _custom(resources: dict[str, float]) -> set[str]:
-    return {k for k in resources if k not in _PLAIN and not k.startswith(("node:", "accelerator_type"))}
+    return {k for k in resources if k not in ("CPU", "GPU", "memory") and not k.startswith(_BOOKKEEPING)}
 
 
 def unplaced(demands: list[Demand], nodes: list[Node]) -> list[tuple[str, dict[str, float]]]:
@@ -92,8 +92,7 @@ def cluster_nodes() -> list[Node]:
 
 def _fmt(resources: dict[str, float]) -> str:
     """CPU, GPU, memory, then custom resources; Ray's bookkeeping ones (node:..., object store) left out."""
-    hidden = ("node:", "accelerator_type", "object_store_memory")
-    keys = sorted((k for k in resources if not k.startswith(hidden)), key=lambda k: (k not in ("CPU", "GPU", "memory"), k))
+    keys = sorted((k for k in resources if not k.startswith(_BOOKKEEPING)), key=lambda k: (k not in ("CPU", "GPU", "memory"), k))
     return ", ".join(f"memory {resources[k] / GiB:.1f} GiB" if k == "memory" else f"{k} {resources[k]:g}" for k in keys) or "nothing"
 
 
