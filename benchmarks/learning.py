@@ -64,10 +64,10 @@ FAMILIES: dict[str, Family] = {
     "vae": Family("vae", "vae-debug", [
         "train.batch_size=8", "train.optim.lr=1e-3", "model.kl_weight=1e-5"], steps=700, conditioned=False),
     "dit": Family("dit", "dit-debug", [
-        "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=1e-3",
+        "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=3e-3", "train.optim.beta2=0.99",
         "model.guidance=2.0", "train.ema_decay=0.995"], steps=1300),
     "dit-latent": Family("dit-latent", "dit-debug", [
-        "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=1e-3",
+        "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=3e-3", "train.optim.beta2=0.99",
         "model.latent_channels=4", "model.latent_spatial_compression=4", "model.patch=1,2,2",
         "model.guidance=2.0", "train.ema_decay=0.995"], steps=1000, needs="vae"),
     "gan": Family("gan", "gan-debug", [
@@ -396,7 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from vidgen_ray.evaluate.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
+    from vidgen_ray.evaluate.classifier import (TRAINING_VERSION, ClassifierConfig, load_classifier, save_classifier,
+                                                train_classifier)
     from vidgen_ray.runtime import init_ray
 
     init_ray(num_cpus=4)
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
     import hashlib
 
     # Reused while the data and the classifier's settings are the same (their hash is in the name).
-    cached = work / f"classifier_{tag}_{hashlib.sha1(repr(cls_cfg).encode()).hexdigest()[:8]}"
+    cached = work / f"classifier_{tag}_{hashlib.sha1(f'{cls_cfg!r} v{TRAINING_VERSION}'.encode()).hexdigest()[:8]}"
     if (cached / "classifier.pt").exists():
         trained = load_classifier(str(cached))
     else:

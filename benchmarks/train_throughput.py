@@ -8,6 +8,12 @@ spent waiting for data, and MFU where a GPU ran.
 Each strategy trains the same preset on the same prepared clips for ``--steps`` steps; figures are
 taken over the second half of the run (the first half covers worker start-up and the first decode).
 Without ``--data`` a synthetic dataset is generated and prepared first.
+
+``--trackers none,tensorboard,tensorboard+wandb`` instead trains the first strategy once per tracker
+set (in that order, ``--repeats`` rounds), logging every step and writing samples four times, and
+prints each set's throughput against no trackers (W&B runs offline without an API key):
+
+    python benchmarks/train_throughput.py --strategies ddp --trackers none,tensorboard,tensorboard+wandb --repeats 2
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +56,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--trackers", help="compare tracker sets on the first strategy, e.g. none,tensorboard,tensorboard+wandb")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the tracker comparison")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
     from vidgen_ray.config import load_experiment
     from vidgen_ray.runtime import init_ray
+    from vidgen_ray.train.checkpoint import read_meta
     from vidgen_ray.train.run import local_cpus_needed, train
 
     root = Path(tempfile.mkdtemp(prefix="vidgen-bench-"))
@@ -62,34 +73,76 @@ def main() -> None:
     data = args.data or prepared_synthetic(root, probe_cfg.model.frames, probe_cfg.model.height)
     figures: dict = {"preset": args.preset, "workers": args.workers, "batch_per_worker": args.batch, "steps": args.steps,
                      "precision": args.precision, "strategies": {}}
-    for strategy in args.strategies.split(","):
+
+    def run(strategy: str, name: str, *extra: str) -> dict:
         cfg = load_experiment(args.preset, sets=[
-            f"data.source={data}", f"storage_path={root / 'runs'}", f"name=bench-{strategy}", "data.clip.fps=8",
+            f"data.source={data}", f"storage_path={root / 'runs'}", f"name={name}", "data.clip.fps=8",
             f"parallel.strategy={strategy}", f"parallel.num_workers={args.workers}", f"parallel.use_gpu={args.gpu}",
             f"parallel.precision={args.precision}", f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
             f"train.log_every={args.steps // 2}", f"train.checkpoint_every={args.steps}", "train.num_samples=0",
-            "parallel.max_failures=0", *args.sets,
+            "parallel.max_failures=0", "train.trackers=[]", *args.sets, *extra,
         ])
+        started = time.perf_counter()
         result = train(cfg)
-        m = result.metrics
-        figures["strategies"][strategy] = {
-            "samples_per_s": m["samples_per_s"],
-            "data_wait_fraction": m["data_wait_fraction"],
-            "step_time_s": m["step_time_s"],
-            **({"mfu": m["mfu"]} if args.gpu else {}),
-        }
+        wall = time.perf_counter() - started
+        m, state = result.metrics, read_meta(result.checkpoint.path)["state"]
+        return {"samples_per_s": m["samples_per_s"], "data_wait_fraction": m["data_wait_fraction"],
+                "step_time_s": m["step_time_s"], **({"mfu": m["mfu"]} if args.gpu else {}),
+                # the whole run as the user waits for it: start-up, steps, samples, their logging, uploads
+                "run_samples_per_s": state["samples_seen"] / wall, "wall_s": wall,
+                # the loop's steps alone (data wait, step, scalar logging; not start-up, samples, checkpoints)
+                "loop_samples_per_s": state["samples_seen"] / state["train_seconds"]}
+
+    if args.trackers:
+        strategy = args.strategies.split(",")[0]
+        variants = args.trackers.split(",")
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        # One uncounted run first: the first training of a fresh Ray instance ran at a third of the
+        # speed of the later ones (cold worker start, imports, page cache; 5.3 against 16.6 samples/s).
+        run(strategy, "bench-trackers-warmup")
+        for round_ in range(args.repeats):
+            for variant in variants:
+                names = [] if variant == "none" else variant.split("+")
+                # Every step logged, samples four times: the trackers' busiest setting; throughput over
+                # the whole run's wall time (start-up is the same in every variant: interleaved rounds).
+                f = run(strategy, f"bench-trackers-{variant}-{round_}", f"train.trackers={json.dumps(names)}",
+                        "train.log_every=1", f"train.sample_every={args.steps // 4}", "train.num_samples=4")
+                runs[variant].append(f)
+
+        def mean(variant: str, key: str) -> float:  # the median: one run of a busy VM can be 10% off
+            return float(statistics.median(f[key] for f in runs[variant]))
+
+        figures["trackers"] = {v: {"runs": runs[v], "run_samples_per_s": mean(v, "run_samples_per_s"),
+                                   "loop_samples_per_s": mean(v, "loop_samples_per_s")} for v in variants}
+        for v in variants:
+            for key in ("run_samples_per_s", "loop_samples_per_s"):
+                figures["trackers"][v][key.replace("samples_per_s", "ratio")] = mean(v, key) / mean(variants[0], key)
+        print(f"\ntrackers on {strategy}, {args.preset}, {args.steps} steps x {args.repeats} round(s), medians; ratios vs {variants[0]}")
+        print(f"{'trackers':<22}{'loop samples/s':>15}{'ratio':>7}{'run samples/s':>15}{'ratio':>7}")
+        for v in variants:
+            f = figures["trackers"][v]
+            print(f"{v:<22}{f['loop_samples_per_s']:>15.2f}{f['loop_ratio']:>7.3f}{f['run_samples_per_s']:>15.2f}{f['run_ratio']:>7.3f}")
+    else:
+        for strategy in args.strategies.split(","):
+            figures["strategies"][strategy] = run(strategy, f"bench-{strategy}")
     import torch
 
     figures["device"] = torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    if args.trackers:
+        return _write(args.json, figures)
     base = figures["strategies"].get("ddp", next(iter(figures["strategies"].values())))["samples_per_s"]
     print(f"\n{args.preset}, {args.workers} workers x batch {args.batch}, {args.precision}, on {figures['device']}")
     print(f"{'strategy':<12}{'samples/s':>11}{'vs ddp':>8}{'data wait':>11}{'s/step':>8}" + ("{:>8}".format("MFU") if args.gpu else ""))
     for name, f in figures["strategies"].items():
         line = f"{name:<12}{f['samples_per_s']:>11.2f}{f['samples_per_s'] / base:>7.2f}x{f['data_wait_fraction'] * 100:>10.1f}%{f['step_time_s']:>8.2f}"
         print(line + (f"{f['mfu'] * 100:>7.1f}%" if args.gpu else ""))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+    _write(args.json, figures)
+
+
+def _write(path: str | None, figures: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

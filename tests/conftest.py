@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 
 from s3_server import s3_server, s3_bucket  # noqa: E402,F401  (fixtures)
+from mlflow_server import mlflow_server  # noqa: E402,F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = (REPO.parent / "shared" / "videos").resolve()

@@ -56,9 +56,11 @@ def test_golden_losses_of_every_debug_preset(ray_session, synth_dir: Path, tmp_p
         pytest.skip(f"golden losses rewritten to {GOLDEN}")
     golden = json.loads(GOLDEN.read_text())
     for preset in GOLDEN_PRESETS:
-        # Losses are stored to 6 decimals; 1e-5 relative absorbs a last-digit rounding flip, nothing more.
+        # Another CPU's SIMD kernels sum in another order: on the CI machine vae-debug drifted 3e-5 relative
+        # by step 20 (1e-6 at step 6). 1e-3 absorbs that; a changed objective, data order or seed moves
+        # losses by percents from the first steps.
         assert [s for s, _ in got[preset]] == [s for s, _ in golden[preset]]
-        assert [v for _, v in got[preset]] == pytest.approx([v for _, v in golden[preset]], rel=1e-5, abs=1e-6), (
+        assert [v for _, v in got[preset]] == pytest.approx([v for _, v in golden[preset]], rel=1e-3, abs=1e-5), (
             f"{preset}: the seeded loss sequence moved. If the change is intended, refresh with "
             f"VIDGEN_UPDATE_GOLDEN=1 and say why in the commit.\ngot    {got[preset]}\ngolden {golden[preset]}")
 
@@ -86,6 +88,7 @@ def _benchmark():
     return module
 
 
+@pytest.mark.timeout(1800)  # 721 s alone on this 2-core VM (2026-12-03); a loaded clean-clone run passed 900 s
 def test_learning_benchmark_smoke_writes_curves_for_every_family(ray_session, tmp_path: Path):
     out, png = tmp_path / "learning.json", tmp_path / "learning.png"
     result = _benchmark().main(["--quick", "--work", str(tmp_path / "work"), "--json", str(out), "--png", str(png),
@@ -106,6 +109,7 @@ def test_learning_benchmark_smoke_writes_curves_for_every_family(ray_session, tm
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 300 steps + 2 evaluations: 15 min on a busy 2-core VM (~1 s a step, 2026-12-03)
 def test_a_tiny_dit_learns_to_generate(ray_session, tmp_path: Path):
     # A few CPU-minutes of the pixel DiT, judged by class accuracy (chance 0.25; 0.54 measured here at
     # 300 steps, N=24). Not by FVD: the untrained data-predicting DiT makes flat grey clips, which FVD at

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vidgen_ray.models.base import Batch
-from vidgen_ray.models.flow_matching import euler_sample, noisy_input, velocity_target
+from vidgen_ray.models.dit import DiTConfig
+from vidgen_ray.models.flow_matching import euler_sample, noisy_input, sample_timesteps, shift_timesteps, velocity_target
 from vidgen_ray.models.registry import build_model, get_preset
 from vidgen_ray.models.text_encoder import BOS, BYTE_OFFSET, PAD, encode_captions
 
@@ -151,6 +152,53 @@ def test_rectified_flow_path_and_euler_sampler():
     for steps in (1, 4):
         out = euler_sample(lambda x, t: velocity_target(x0, noise), noise, steps)
         assert torch.allclose(out, x0, atol=1e-5)
+        shifted = euler_sample(lambda x, t: velocity_target(x0, noise), noise, steps, shift=4.0)
+        assert torch.allclose(shifted, x0, atol=1e-5)
+
+
+def test_timestep_shift_moves_time_towards_noise_and_keeps_the_ends():
+    t = torch.linspace(0, 1, 11)
+    assert torch.equal(shift_timesteps(t, 1.0), t)
+    shifted = shift_timesteps(t, 3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1
+    assert torch.isclose(shifted[5], torch.tensor(0.75))  # 3 * 0.5 / (1 + 2 * 0.5)
+    assert (shifted[1:-1] > t[1:-1]).all() and (shifted.diff() > 0).all()
+    torch.manual_seed(0)
+    plain = sample_timesteps(4096, "logit_normal", torch.device("cpu"))
+    torch.manual_seed(0)
+    moved = sample_timesteps(4096, "logit_normal", torch.device("cpu"), shift=4.0)
+    assert torch.allclose(moved, shift_timesteps(plain, 4.0))
+    assert 0.45 < plain.median() < 0.55 and moved.median() > 0.75
+
+
+def test_shifted_model_samples_on_the_shifted_schedule():
+    """Sampling visits the same shifted times that training drew from; the last step lands on t = 0."""
+    model = dit(timestep_shift=3.0, num_classes=0, caption=False)
+    seen: list[float] = []
+    forward = model.net.forward
+
+    def spy(x, t, *args):
+        seen.append(float(t[0]))
+        return forward(x, t, *args)
+
+    model.net.forward = spy
+    model.sample(1, seed=0, steps=4)
+    expected = shift_timesteps(torch.linspace(1.0, 0.0, 5), 3.0)[:4]
+    assert torch.allclose(torch.tensor(seen), expected)
+    with pytest.raises(ValueError, match="timestep_shift"):
+        DiTConfig(timestep_shift=0.0).validate()
+
+
+def test_a_dump_saved_before_prediction_and_shift_existed_loads_as_the_model_it_was():
+    from vidgen_ray.config import experiment_from_dict, load_experiment, to_dict
+
+    saved = to_dict(load_experiment("dit-debug"))
+    assert (saved["model"]["prediction"], saved["model"]["timestep_shift"]) == ("data", 4.0)
+    assert experiment_from_dict(saved).model.timestep_shift == 4.0  # a current dump keeps its values
+    for field in ("prediction", "timestep_shift"):
+        del saved["model"][field]
+    old = experiment_from_dict(saved).model  # every DiT was then unshifted and predicted the velocity
+    assert (old.prediction, old.timestep_shift) == ("velocity", 1.0)
 
 
 # --- numerics and compilation ------------------------------------------------------------------

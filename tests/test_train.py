@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import tracker_files
 from conftest import tiny_experiment
 from vidgen_ray import storage
 from vidgen_ray.train.checkpoint import load_for_inference, read_meta, registered_checkpoint
@@ -28,8 +29,17 @@ def state_of(result) -> dict:
 
 def test_ddp_gan_trains_then_a_rerun_resumes(ray_session, prepared_dir: Path, tmp_path: Path):
     cfg = tiny_experiment("gan-debug", prepared_dir, str(tmp_path), "ddp-gan", "parallel.strategy=ddp",
-                          "train.val_every=2", "train.sample_every=2")
+                          "train.val_every=2", "train.sample_every=2", "train.trackers=[tensorboard,wandb]")
     first = train(cfg)
+    events = tracker_files.tensorboard(tmp_path / "ddp-gan" / "tensorboard")
+    assert [e.step for e in events.Scalars("train/loss_generator")] == [1, 2, 3, 4]
+    assert set(tracker_files.scalar_steps(events, "val/loss")) == {2, 4}
+    assert tracker_files.scalar_steps(events, "perf/samples_per_s")[4] > 0
+    assert [(i.step, i.encoded_image_string[:6]) for i in events.Images("samples")] == [(2, b"GIF89a"), (4, b"GIF89a")]
+    assert "gan-debug" in events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    (wandb_run,) = (tmp_path / "ddp-gan" / "wandb").glob("offline-run-*")  # no API key: offline
+    logged = {row["_step"]: row for row in tracker_files.wandb_history(wandb_run)}
+    assert {1, 2, 3, 4} <= set(logged) and logged[4]["samples/_type"] == "video-file"
     s1 = state_of(first)
     assert s1["step"] == 4 and s1["resumes"] == 0 and [h[0] for h in s1["history"]] == [1, 2, 3, 4]
     # The rerun's data position comes from the checkpoint Ray registered (read from Ray's own snapshot
@@ -44,6 +54,9 @@ def test_ddp_gan_trains_then_a_rerun_resumes(ray_session, prepared_dir: Path, tm
     assert s2["step"] == 6 and s2["resumes"] == 1
     assert [h[0] for h in s2["history"]] == [1, 2, 3, 4, 5, 6] and s2["history"][:4] == s1["history"]
     assert s2["items_consumed"] > s1["items_consumed"]  # the data position moved on, it did not restart
+    # The resumed run's curves continue the first one's in the same TensorBoard folder.
+    resumed = tracker_files.tensorboard(tmp_path / "ddp-gan" / "tensorboard")
+    assert [e.step for e in resumed.Scalars("train/loss_generator")] == [1, 2, 3, 4, 5, 6]  # each step once
 
 
 def test_deepspeed_zero3_dit_with_accumulation_checkpoints_to_s3(ray_session, prepared_dir: Path, s3_bucket: str):
@@ -54,6 +67,8 @@ def test_deepspeed_zero3_dit_with_accumulation_checkpoints_to_s3(ray_session, pr
     names = {e.path.rsplit("/", 1)[-1] for e in storage.list_files(ckpt)}
     assert {"meta.json", "model.pt", "rank0.pt", "rank1.pt"} <= names
     assert any("zero_pp_rank_1" in n for n in names)  # rank 1's shard made it into the merged checkpoint
+    # The default tracker's event file went up beside the checkpoints.
+    assert any("tfevents" in e.uri for e in storage.list_files(storage.join(s3_bucket, "runs", "dit-zero3", "tensorboard")))
     model, experiment, meta = load_for_inference(ckpt)  # straight from s3://
     assert meta["state"]["step"] == 4 and experiment.model.name == "dit-debug"
     video = model.sample(2, seed=3, labels=None, captions=["a red disc", "a blue bar"], steps=4)
@@ -106,26 +121,30 @@ def _train_worker_pids() -> list[int]:
 def test_killed_worker_is_replaced_and_training_completes(ray_session, prepared_dir: Path, tmp_path: Path):
     # FSDP2: the replacement worker group reloads *sharded* model and optimizer state.
     cfg = tiny_experiment("vae-debug", prepared_dir, str(tmp_path), "killed", "parallel.strategy=fsdp2",
-                          "parallel.max_failures=2", "train.max_steps=24", "train.checkpoint_every=4",
+                          "parallel.max_failures=2", "train.max_steps=32", "train.checkpoint_every=4",
                           "train.optim.lr=3e-3", "train.num_samples=0")
     results: list = []
     errors: list = []
     runner = threading.Thread(target=lambda: _run(cfg, results, errors), daemon=True)
     runner.start()
-    marker = tmp_path / "killed" / "checkpoint_000000008" / "meta.json"
+    # Kill once Ray Train has *registered* a checkpoint, not when its files appear: with the async
+    # upload the files land first and the controller registers the report at its next poll, so a
+    # kill in between restarts from scratch, correctly (a CI run on a loaded machine did just that).
+    run_dir = str(tmp_path / "killed")
     deadline = time.time() + 400
-    while not marker.exists() and time.time() < deadline and runner.is_alive():
+    while registered_checkpoint(run_dir) is None and time.time() < deadline and runner.is_alive():
         time.sleep(0.2)
-    assert marker.exists(), "training never reached step 8"
+    registered = registered_checkpoint(run_dir)
+    assert registered is not None, "Ray Train never registered a checkpoint"
     victims = _train_worker_pids()
-    assert victims, "no RayTrainWorker process found"
+    assert victims and runner.is_alive(), f"training ended before the kill (registered {registered})"
     os.kill(victims[-1], signal.SIGKILL)
     runner.join(600)
     assert not errors, errors
     state = state_of(results[0])
-    assert state["step"] == 24 and state["resumes"] >= 1
+    assert state["step"] == 32 and state["resumes"] >= 1
     steps = [s for s, _ in state["history"]]
-    assert steps == list(range(1, 25))  # every step exactly once: resumed from the checkpoint, not from 0
+    assert steps == list(range(1, 33))  # every step exactly once: resumed from the checkpoint, not from 0
     losses = [loss for _, loss in state["history"]]
     # No jump back to an untrained model: after the restart the loss stays far below where it started.
     assert max(losses[8:]) < 0.8 * losses[0]

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from ray.tune import Callback
 
+import tracker_files
 from vidgen_ray.tune.space import SweepError, parse_param
 from vidgen_ray.tune.sweep import load_sweep, sweep_from_dict, with_cli
 from vidgen_ray.tune.trial import TrialTemplate, report_count
@@ -243,6 +244,10 @@ def test_outputs_and_best_config_trains(sweep_runs, tmp_path):
     assert saved["model"]["name"] == best["model.preset"] and saved["train"]["optim"]["lr"] == pytest.approx(best["train.optim.lr"])
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["complete"] and summary["trials"] == 3
+    # One TensorBoard run per trial, beside its checkpoints (ASHA-stopped trials included).
+    for row in second.rows:
+        events = tracker_files.tensorboard(folder / "trials" / f"trial_{row['trial_id']}" / "tensorboard")
+        assert tracker_files.scalar_steps(events, "train/loss"), row["trial_id"]
     cfg = load_experiment(config_file=str(folder / "best.yaml"),
                           sets=[f"storage_path={tmp_path}", "name=best", "train.max_steps=2", "train.checkpoint_every=2"])
     assert cfg.model.name == best["model.preset"] and cfg.data.source == str(Path(sweep.fixed["data.source"]).resolve())

@@ -82,26 +82,24 @@ def _data_config(args: argparse.Namespace):
 
 
 def cmd_data_probe(args: argparse.Namespace) -> int:
-    from vidgen_ray.data.prepare import format_summary, probe_report
+    from vidgen_ray.data.prepare import probe_report
     from vidgen_ray.runtime import init_ray
 
     cfg = _data_config(args)
     init_ray(address=args.address, workers_per_cpu=cfg.decode_tasks_per_cpu)
-    _, summary = probe_report(cfg, args.report)
-    print(format_summary(summary))
+    probe_report(cfg, args.report)  # logs the accounting summary (once)
     if args.report:
         print(f"report: {args.report}/report.parquet, {args.report}/report.json")
     return 0
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from vidgen_ray.data.prepare import format_summary, prepare
+    from vidgen_ray.data.prepare import prepare
     from vidgen_ray.runtime import init_ray
 
     cfg = _data_config(args)
     init_ray(address=args.address, workers_per_cpu=cfg.decode_tasks_per_cpu)
-    marker = prepare(cfg, args.out, rows_per_shard=args.rows_per_shard)
-    print(format_summary(marker["summary"]))
+    prepare(cfg, args.out, rows_per_shard=args.rows_per_shard)  # logs the accounting summary (once)
     print(f"clips and report: {args.out}")
     return 0
 
@@ -154,6 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_eval(report))
     if args.out:
         print(f"report: {args.out}/report.json (grid: samples.mp4, samples.png)")
+        if "tensorboard" in config.trackers:
+            print(f"tensorboard --logdir {args.out}   (the report's metrics and grid at the checkpoint's step)")
     return 0
 
 

@@ -139,15 +139,19 @@ def _absolute_local_paths(cfg: ExperimentConfig) -> None:
         cfg.model.autoencoder = local
 
 
+# DiT fields added after checkpoints were saved, with the value every DiT had before each existed. A
+# dump starts from its preset, and dit-debug's preset has since changed both (data prediction, shift 4):
+# an older dump must not pick those up.
+_DIT_FIELDS_BEFORE_THEY_EXISTED = {"prediction": "velocity", "timestep_shift": 1.0}
+
+
 def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Inverse of ``to_dict`` (used for preset files written by Tune and for checkpoints)."""
     data = dict(data)
     cfg = ExperimentConfig()
     model = data.pop("model", None)
-    if isinstance(model, dict) and model.get("family") == "dit" and "prediction" not in model:
-        # Saved before DiTConfig.prediction existed: every DiT then predicted the velocity (dit-debug's
-        # preset now predicts the data, and a dump starts from its preset).
-        model = {**model, "prediction": "velocity"}
+    if isinstance(model, dict) and model.get("family") == "dit":
+        model = {**_DIT_FIELDS_BEFORE_THEY_EXISTED, **model}
     if model is not None:
         _apply_model(cfg, model)
     update(cfg, data)

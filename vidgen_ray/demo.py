@@ -23,8 +23,10 @@ log = get_logger("demo")
 DEMO_CLIP = ["data.clip.fps=10", "model.frames=16"]  # 16 frames: what FVD's I3D needs
 
 
-def banner(text: str) -> None:
-    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
+def banner(text: str, started: float) -> None:
+    """A stage header with the seconds since the demo ``started`` (where a slow stage shows)."""
+    elapsed = f" [{time.perf_counter() - started:.0f} s]"
+    print(f"\n=== {text}{elapsed} " + "=" * max(0, 70 - len(text) - len(elapsed)), flush=True)
 
 
 def run_demo(out: str = "./outputs/demo", videos: int = 128, steps: int = 500, skip_tune: bool = False,
@@ -41,13 +43,13 @@ def run_demo(out: str = "./outputs/demo", videos: int = 128, steps: int = 500, s
     outputs: dict[str, str] = {}
     init_ray(num_cpus=6)
 
-    banner("1/6 synthetic dataset")
+    banner("1/6 synthetic dataset", started)
     synth = root / "synth"
     generate(str(synth), videos=videos, seed=0)
     outputs["dataset"] = str(synth)
     print(f"{videos} H.264 videos in 4 motion classes + 5 broken files -> {synth}")
 
-    banner("2/6 probe, clean, decode clips (Ray Data)")
+    banner("2/6 probe, clean, decode clips (Ray Data)", started)
     data = DataConfig(source=str(synth))
     data.clip.frames, data.clip.fps, data.clip.height, data.clip.width = 16, 10.0, 32, 32
     data.clip.clips_per_video = 2
@@ -57,13 +59,13 @@ def run_demo(out: str = "./outputs/demo", videos: int = 128, steps: int = 500, s
     prepare(data, str(clips))  # logs the accounting: listed = kept + dropped by reason
     outputs["clips"] = str(clips)
 
-    banner(f"3/6 train a class-conditional dit-debug for {steps} steps on 2 CPU workers (Ray Train, DDP)")
+    banner(f"3/6 train a class-conditional dit-debug for {steps} steps on 2 CPU workers (Ray Train, DDP)", started)
     cfg = load_experiment("dit-debug", sets=[
         *DEMO_CLIP, f"data.source={clips}", f"storage_path={root / 'runs'}", "name=demo-dit",
         "model.num_classes=4", "model.caption=false", "model.guidance=2.0",
         "parallel.num_workers=2", "parallel.strategy=ddp", "train.batch_size=8", f"train.max_steps={steps}",
         "train.log_every=50", f"train.checkpoint_every={max(1, steps // 2)}", f"train.val_every={max(1, steps // 2)}",
-        "train.optim.lr=1e-3", "train.schedule.warmup_steps=50", "train.ema_decay=0.995", "train.num_samples=8",
+        "train.optim.lr=3e-3", "train.optim.beta2=0.99", "train.schedule.warmup_steps=50", "train.ema_decay=0.995", "train.num_samples=8",
     ])
     result = train(cfg)
     checkpoint = result.checkpoint.path
@@ -71,11 +73,11 @@ def run_demo(out: str = "./outputs/demo", videos: int = 128, steps: int = 500, s
     outputs["samples"] = str(root / "runs" / "demo-dit" / "samples")
     print(f"checkpoint: {checkpoint}\nsample videos + contact sheets: {outputs['samples']}")
 
-    banner("4/6 evaluate: class accuracy, FVD (I3D), FID (Inception) against the untrained model and the real floor")
+    banner("4/6 evaluate: class accuracy, FVD (I3D), FID (Inception) against the untrained model and the real floor", started)
     outputs.update(evaluate_demo(cfg, checkpoint, clips, root / "eval"))
 
     if not skip_tune:
-        banner("5/6 tune: Optuna (TPE) + ASHA over the real training loop")
+        banner("5/6 tune: Optuna (TPE) + ASHA over the real training loop", started)
         from vidgen_ray.tune.demo import demo_sweep
 
         sweep = demo_sweep(str(clips), str(root / "tune"), sets=[*DEMO_CLIP, "data.clip.height=32", "data.clip.width=32"])
@@ -85,13 +87,15 @@ def run_demo(out: str = "./outputs/demo", videos: int = 128, steps: int = 500, s
               f"plots: {sweep.path}")
 
     if not skip_serve:
-        banner("6/6 serve with Ray Serve and measure latency")
+        banner("6/6 serve with Ray Serve and measure latency", started)
         from vidgen_ray.serve.bench import serve_and_benchmark
 
         serve_and_benchmark(checkpoint, str(root / "serve"), quick=True)
         outputs["serve"] = str(root / "serve")
 
-    banner(f"done in {time.perf_counter() - started:.0f} s")
+    # Training, the sweep's trials and the evaluation each wrote TensorBoard event files (train.trackers).
+    outputs["tensorboard"] = f"tensorboard --logdir {root} (training, sweep trials, evaluation)"
+    banner("done", started)
     for key, value in outputs.items():
         print(f"  {key:<11} {value}")
     return outputs

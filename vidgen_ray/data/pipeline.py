@@ -37,6 +37,7 @@ from vidgen_ray.data.catalog import SPLITS, build_catalog
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.decode import decode_file, even_windows, random_windows
 from vidgen_ray.data.probe import probe_row
+from vidgen_ray.progress import Progress
 from vidgen_ray.runtime import get_logger
 
 log = get_logger("data.pipeline")
@@ -75,7 +76,12 @@ def probe_all(cfg: DataConfig, catalog=None) -> tuple[list[dict], list[str]]:
     ds = ray.data.from_items(catalog.rows, override_num_blocks=max(1, min(len(catalog.rows), 4 * cpus)))
     extra = {"resources": {cfg.decode_resource: 0.01}} if cfg.decode_resource else {}
     ds = ds.map(functools.partial(probe_row, cfg=cfg), num_cpus=1, memory=cfg.decode_memory_mb * 2**20, **extra)
-    rows = sorted(ds.take_all(), key=lambda r: r["uri"])
+    rows = []
+    with Progress("probe", total=len(catalog.rows), unit="files") as progress:
+        for row in ds.iter_rows():  # streamed: a bucket's first results show while the rest probe
+            rows.append(row)
+            progress.update(dropped=row["reason"] if row["status"] == "dropped" else None)
+    rows.sort(key=lambda r: r["uri"])
     if len(rows) != len(catalog.rows):  # the accounting identity starts here
         raise RuntimeError(f"probing returned {len(rows)} rows for {len(catalog.rows)} files")
     return rows, catalog.label_names

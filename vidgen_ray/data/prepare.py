@@ -31,6 +31,7 @@ from vidgen_ray.data.catalog import SPLITS, build_catalog
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.normalize import channel_stats
 from vidgen_ray.data.pipeline import Units, clip_stream, probe_all, video_units
+from vidgen_ray.progress import Progress
 from vidgen_ray.runtime import get_logger
 
 log = get_logger("data.prepare")
@@ -112,11 +113,51 @@ def _to_parquet_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+def _counted(batch: dict[str, np.ndarray], counter) -> dict[str, np.ndarray]:
+    counter.add.remote(len(batch["video"]))  # fire and forget: the driver's progress line polls it
+    return _to_parquet_rows(batch)
+
+
 def _write_split(units: Units, cfg: DataConfig, split: str, out: str, rows_per_shard: int) -> None:
+    import threading
+
+    import ray
+
+    counter = ray.remote(num_cpus=0)(_ClipCounter).remote()
     # Shards are the unit of shuffling and of the resume position in training: keep them small.
-    ds = clip_stream(units, cfg, split, epochs=1, augment=False).map_batches(_to_parquet_rows, batch_format="numpy")
+    ds = clip_stream(units, cfg, split, epochs=1, augment=False).map_batches(_counted, fn_kwargs={"counter": counter},
+                                                                            batch_format="numpy")
     fs, path = storage.resolve(storage.join(out, split))
-    ds.write_parquet(path, filesystem=fs, min_rows_per_file=rows_per_shard)
+    expected = sum(int(r.get("clips") or units.clips_per_unit) for r in units.rows)
+    done = threading.Event()
+
+    def watch() -> None:
+        with Progress(f"prepare {split}", total=expected, unit="clips") as progress:
+            while not done.wait(0.5):
+                progress.update(ray.get(counter.count.remote()) - progress.done)
+            progress.update(ray.get(counter.count.remote()) - progress.done)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        ds.write_parquet(path, filesystem=fs, min_rows_per_file=rows_per_shard)
+    finally:
+        done.set()
+        watcher.join(30)
+        ray.kill(counter)
+
+
+class _ClipCounter:
+    """Clips written so far, counted by the write's tasks (a Ray actor, see ``_write_split``)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+
+    def count(self) -> int:
+        return self.n
 
 
 def _shard_counts(uri: str) -> tuple[list[dict], Counter]:

@@ -109,8 +109,40 @@ def class_metrics(tally: ClassTally, real: np.ndarray, rows: list[dict]) -> tupl
 
 def evaluate_checkpoint(checkpoint: str, config: EvalConfig, data: str | None = None, rows: list[dict] | None = None,
                         **sample_options) -> EvalReport:
+    from vidgen_ray.tracking import require
+
+    if config.output_uri:
+        require(config.trackers, "eval.trackers")
     model, experiment, meta = load_for_inference(checkpoint, device="cuda" if config.gpus_per_actor and torch.cuda.is_available() else "cpu")
-    return evaluate_loaded(model, experiment, int(meta["state"]["step"]), config, data, rows, **sample_options)
+    step = int(meta["state"]["step"])
+    report = evaluate_loaded(model, experiment, step, config, data, rows, **sample_options)
+    if config.output_uri:
+        track_report(report, config, experiment.name, step)
+    return report
+
+
+def track_report(report: EvalReport, config: EvalConfig, run: str, step: int) -> None:
+    """The report's numbers (``eval/<metric>`` at the checkpoint's step), its real | generated grid and
+    report.json, to ``eval.trackers`` in the evaluation's output folder."""
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from vidgen_ray import storage
+    from vidgen_ray.tracking import TrackerRun, open_trackers
+
+    tracker_run = TrackerRun(name=f"{run}-eval", run_dir=config.output_uri, group=run, job="eval",
+                             config=dataclasses.asdict(config), start_step=0)
+    with open_trackers(config.trackers, tracker_run) as tracker:
+        tracker.log_scalars({f"eval/{k}": v for k, v in report.metrics.items()}, step)
+        tracker.log_scalars({f"eval/latency_{k}": v for k, v in (report.latency or {}).items()}, step)
+        if "grid_png" in report.outputs:
+            grid = np.asarray(Image.open(io.BytesIO(storage.read_bytes(report.outputs["grid_png"]))).convert("RGB"))
+            tracker.log_image("eval/samples", grid, step)
+        local = storage.local_path(report.outputs.get("report", ""))
+        if local:
+            tracker.log_artifact(local)
 
 
 def evaluate_loaded(model, experiment, step: int, config: EvalConfig, data: str | None = None,

@@ -34,6 +34,9 @@ from vidgen_ray.runtime import get_logger
 log = get_logger("evaluate.classifier")
 
 FILE = "classifier.pt"
+# Bumped when training changes what the same config learns (2: clipping, the best epoch kept): caches
+# keyed by config (the learning benchmark's) include it.
+TRAINING_VERSION = 2
 
 
 @dataclass
@@ -129,6 +132,10 @@ def train_classifier(videos: np.ndarray, labels: np.ndarray, cfg: ClassifierConf
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
     started = time.perf_counter()
     out = TrainedClassifier(model)
+    # The weights of the epoch with the best training accuracy, kept for a collapse: near zero loss at
+    # the peak rate, one run fell to chance (0.99 -> 0.25 in an epoch; the learning benchmark's 568
+    # clips, 2026-12-03) and ended at 0.73. Clipping makes that rarer; the kept epoch makes it harmless.
+    best = (-1.0, None)
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(x_all), generator=gen)
@@ -139,11 +146,19 @@ def train_classifier(videos: np.ndarray, labels: np.ndarray, cfg: ClassifierConf
             loss = F.cross_entropy(logits, y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             correct += int((logits.argmax(1) == y_all[idx]).sum())
             seen += len(idx)
         out.history.append({"epoch": epoch + 1, "loss": loss.item(), "train_accuracy": correct / seen})
+        if correct / seen >= best[0]:  # ties go to the later epoch (a lower learning rate)
+            best = (correct / seen, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best[1] is not None and out.history[-1]["train_accuracy"] < best[0] - 0.05:  # collapsed, not noise
+        log.warning("classifier: the last epoch's training accuracy %.3f is below the best epoch's %.3f: keeping the best",
+                    out.history[-1]["train_accuracy"], best[0])
+        model.load_state_dict(best[1])
+    model.eval()
     out.train_accuracy = accuracy(model, videos, labels)
     if heldout is not None and len(heldout[0]):
         out.heldout_accuracy = accuracy(model, *heldout)

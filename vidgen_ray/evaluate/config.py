@@ -44,6 +44,8 @@ class EvalConfig:
     grid_videos: int = 4  # rows of the real | generated sample grid
     grid_fps: float = 8.0
     seed: int = 0  # KID subsets
+    # Experiment trackers the report's metrics and sample grid go to (in output_uri; vidgen_ray/tracking).
+    trackers: tuple[str, ...] = ("tensorboard",)
 
     def validate(self) -> None:
         unknown = [m for m in self.metrics if m not in ALL_METRICS]
@@ -65,6 +67,9 @@ class EvalConfig:
             raise ValueError("eval.kid_subsets must be >= 1 and eval.kid_subset_size >= 2")
         if self.grid_videos < 0 or self.grid_fps <= 0:
             raise ValueError("eval.grid_videos must be >= 0 and eval.grid_fps > 0")
+        from vidgen_ray.tracking import check_names
+
+        check_names(self.trackers, "eval.trackers")
 
     def wants(self, *metrics: str) -> bool:
         return any(m in self.metrics for m in metrics)

@@ -47,6 +47,7 @@ from vidgen_ray.evaluate.precision_recall import VGG_WEIGHTS_HELP, precision_rec
 from vidgen_ray.evaluate.report import EvalReport, write_outputs
 from vidgen_ray.evaluate.weights import FID_INCEPTION, I3D_KINETICS400, PinnedWeights, installed_path, read_user_file
 from vidgen_ray.evaluate.worker import BatchResult, FeatureWorker, NetworkBytes
+from vidgen_ray.progress import Progress
 from vidgen_ray.runtime import get_logger
 
 log = get_logger("evaluate")
@@ -241,6 +242,7 @@ def _extract(actors: list, real: VideoSource, fake: VideoSource, config: EvalCon
     pending: dict = {}  # object ref -> batch index
     results: dict[int, BatchResult] = {}
     out = _Collected([], 0, (), (), [], [], [])
+    progress = Progress("evaluate", total=config.num_videos, unit="videos")  # generated and sent to the actors
     for index, (real_batch, fake_batch) in enumerate(_paired_batches(real, fake, config)):
         if index == 0:
             _check_clip_length(metrics, real_batch, fake_batch)
@@ -250,11 +252,13 @@ def _extract(actors: list, real: VideoSource, fake: VideoSource, config: EvalCon
             results[pending.pop(done[0])] = ray.get(done[0])
         pending[actors[index % len(actors)].process.remote(real_batch, fake_batch)] = index
         out.num_videos += len(real_batch)
+        progress.update(len(real_batch))
         room = config.grid_videos - len(out.real_grid)
         out.real_grid.extend(real_batch[:room])
         out.fake_grid.extend(fake_batch[:room])
     for ref, index in pending.items():
         results[index] = ray.get(ref)
+    progress.close()
     out.results = [results[i] for i in sorted(results)]
     out.devices = ray.get([a.device_name.remote() for a in actors])
     return out

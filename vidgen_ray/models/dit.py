@@ -77,6 +77,9 @@ class DiTConfig(ModelConfig):
     cond_dropout: float = 0.1  # drop class and caption together (classifier-free guidance)
     # Objective and default sampling options.
     timestep_sampling: TimestepSampling = "logit_normal"
+    # SD3's shift of t towards the noise end, in training and sampling alike (1 = none); see
+    # flow_matching.shift_timesteps for why clips of many near-identical frames want it.
+    timestep_shift: float = 1.0
     # What the network outputs. "velocity" (noise - data, SD3) or "data" (the clean clip; JiT, Li & He
     # 2025): a token holds more pixel values than a small model's width can carry noise for (48 per
     # 4x4 patch here), and predicting the clean clip, which lies on a low-dimensional manifold, is what
@@ -138,6 +141,8 @@ class DiTConfig(ModelConfig):
             self.fail("model.autoencoder is set but latent_channels is 0; set model.latent_channels to the VAE's z_channels")
         if self.latent_scale <= 0:
             self.fail(f"latent_scale {self.latent_scale} must be positive (1 / std of the VAE latents)")
+        if self.timestep_shift <= 0:
+            self.fail(f"timestep_shift {self.timestep_shift} must be positive (1 = no shift)")
         if not 0.0 < self.min_t < 1.0:
             self.fail(f"min_t {self.min_t} must be in (0, 1)")
         if not 0.0 <= self.cond_dropout < 1.0:
@@ -408,7 +413,7 @@ class VideoDiT(VideoModel):
         drop = torch.rand(n) < cfg.cond_dropout  # host RNG: caption dropping happens on the host
         labels, ids = self._conditions(batch.label, batch.caption, drop, device)
         noise = torch.randn_like(x0)
-        t = sample_timesteps(n, cfg.timestep_sampling, device)
+        t = sample_timesteps(n, cfg.timestep_sampling, device, cfg.timestep_shift)
         x_t = noisy_input(x0, noise, t)
         velocity = self.velocity(self.net(x_t, t, labels, ids), x_t, t)
         # A data prediction's target goes through the same floored t, so the clean clip stays the optimum
@@ -469,7 +474,7 @@ class VideoDiT(VideoModel):
                 return self.velocity(self.net(x.to(dtype), t, *cond), x, t, SAMPLE_MIN_T).float()
 
         with eval_mode(self):
-            x = euler_sample(velocity, noise, steps)  # the state stays fp32; the network sees `dtype`
+            x = euler_sample(velocity, noise, steps, cfg.timestep_shift)  # the state stays fp32; the network sees `dtype`
             if cfg.latent:
                 codec = self._autoencoder()
                 x = codec((x / cfg.latent_scale).to(param_dtype(codec)), mode="decode")

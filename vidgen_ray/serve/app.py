@@ -5,6 +5,7 @@
     curl -s -X POST localhost:8000/generate -d '{"class": 3, "seed": 7, "steps": 8}' -o video.mp4
 
 Routes (under ``route_prefix``):
+    GET  /           the playground: a page offering the served model's inputs, playing what it makes
     POST /generate   JSON GenerateRequest -> video/mp4, or application/x-npy (uint8 [T, H, W, C])
                      400 bad JSON, 413 body too large, 422 bad field or value, 500 generation failed,
                      503 (from Serve, with Retry-After) when replicas and queue are full
@@ -18,12 +19,14 @@ queueing requests into the next batch while a batch computes.
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
@@ -32,6 +35,11 @@ from vidgen_ray.serve.config import ServeConfig
 from vidgen_ray.serve.engine import Engine, Job, Output, cpu_threads
 from vidgen_ray.serve.metrics import metrics
 from vidgen_ray.serve.schema import RequestError, parse_request
+
+PLAYGROUND = (Path(__file__).parent / "playground.html").read_text()
+
+# How long a replica remembers holding two requests at once (the adaptive batch wait, see _answer).
+CROWD_MEMORY_S = 1.0
 
 api = FastAPI(title="vidgen-ray", description="video generation from a vidgen-ray checkpoint")
 
@@ -57,6 +65,17 @@ async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
+GONE_MEMORY_S = 600.0  # a cancelled request that never joined a batch is forgotten after this
+
+# Defined before the deployment class: Serve ships the class with the globals it sees at that point.
+async def _drain(stream: AsyncIterator) -> None:
+    try:
+        async for _ in stream:
+            pass
+    except Exception:  # noqa: BLE001 - a later call of the batch failed; this request was answered already
+        pass
+
+
 @serve.deployment(name="VideoGenerator")
 @serve.ingress(api)
 class VideoGenerator:
@@ -73,6 +92,16 @@ class VideoGenerator:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidgen-generate")
         self.generate_batch.set_max_batch_size(config.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self._drains: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        # Requests whose client went away mid-batch, by id (the Job held so the id is not reused), with
+        # the time they left: the batch gives them Serve's end-of-stream sentinel from then on.
+        self._gone: dict[int, tuple[Job, float]] = {}
+        self._in_flight = 0  # /generate requests in this replica (validated, not yet answered)
+        self._crowded_at = -math.inf  # when this replica last held two or more of them
+
+    @api.get("/", response_class=HTMLResponse)
+    async def playground(self) -> HTMLResponse:
+        return HTMLResponse(PLAYGROUND)
 
     @api.get("/health")
     async def health(self) -> dict:
@@ -85,6 +114,7 @@ class VideoGenerator:
             "sampling": c.sampling,
             "max_batch_size": c.max_batch_size,
             "batch_wait_timeout_s": c.batch_wait_timeout_s,
+            "batch_wait": c.batch_wait,
             "max_ongoing_requests": c.max_ongoing_requests,
             "max_queued_requests": c.max_queued_requests,
             "limits": to_dict(c.limits),
@@ -95,12 +125,44 @@ class VideoGenerator:
     async def generate(self, request: Request) -> Response:
         parsed = parse_request(await request.body(), self.config.limits.max_body_bytes)
         job = self.engine.validate(parsed)
-        async for out in self.generate_batch(job):
-            if out is None:  # another request of the batch finished first
-                continue
-            if out.error:
-                return JSONResponse({"error": out.error}, status_code=500)
-            return Response(out.body, media_type=out.media_type, headers=out.headers)
+        self._in_flight += 1
+        try:
+            return await self._answer(job)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(self, job: Job) -> Response:
+        if self.config.batch_wait == "adaptive":
+            # Serve reads the timeout when it takes a batch's first request. A replica that has not held
+            # two requests at once for a while serves one client at a time: waiting for company that
+            # is not coming only adds the whole timeout. Under load (two or more in flight lately) the
+            # configured wait stays, so requests arriving a moment apart still share a batch.
+            now = time.monotonic()
+            if self._in_flight > 1:
+                self._crowded_at = now
+            alone = self._in_flight == 1 and now - self._crowded_at > CROWD_MEMORY_S
+            self.generate_batch.set_batch_wait_timeout_s(0.0 if alone else self.config.batch_wait_timeout_s)
+        answers = self.generate_batch(job)
+        try:
+            async for out in answers:
+                if out is None:  # another request of the batch finished first
+                    continue
+                # Answer now, but read this request's stream to its end in the background: Serve resolves
+                # one more future per request when the batch ends (StopAsyncIteration), and an unread one
+                # is logged as "Future exception was never retrieved" at every request.
+                self._drains.add(task := asyncio.create_task(_drain(answers)))
+                task.add_done_callback(self._drains.discard)
+                if out.error:
+                    return JSONResponse({"error": out.error}, status_code=500)
+                return Response(out.body, media_type=out.media_type, headers=out.headers)
+        except asyncio.CancelledError:
+            # The client disconnected and Serve cancelled this handler. Its stream's pending future is
+            # cancelled with it, but each further yield of the batch would make a new one that nobody
+            # reads ("never retrieved" again), unless the batch ends this request's stream now.
+            now = time.monotonic()
+            self._gone = {k: v for k, v in self._gone.items() if now - v[1] < GONE_MEMORY_S}
+            self._gone[id(job)] = (job, now)
+            raise
         return JSONResponse({"error": "the batch ended without an answer for this request"}, status_code=500)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)  # both reset from the config in __init__
@@ -111,13 +173,24 @@ class VideoGenerator:
         metrics().batch_size("/generate", len(jobs))
         loop = asyncio.get_running_loop()
         groups = self.engine.run_groups(jobs)
-        while (done := await loop.run_in_executor(self.executor, next, groups, None)) is not None:
-            answers: list[Output | None] = [None] * len(jobs)
-            for i, out in done:
-                if out.headers is not None:
-                    out.headers["x-vidgen-batch-size"] = str(len(jobs))
-                answers[i] = out
-            yield answers
+        answered: set[int] = set()
+        try:
+            while (done := await loop.run_in_executor(self.executor, next, groups, None)) is not None:
+                # A request answered by an earlier call, or whose client went away, gets Serve's
+                # end-of-stream sentinel: its stream ends at once instead of waiting for the whole batch.
+                ended = answered | {i for i, job in enumerate(jobs) if id(job) in self._gone}
+                answers: list = [StopAsyncIteration if i in ended else None for i in range(len(jobs))]
+                for i, out in done:
+                    if i in ended:
+                        continue
+                    if out.headers is not None:
+                        out.headers["x-vidgen-batch-size"] = str(len(jobs))
+                    answers[i] = out
+                    answered.add(i)
+                yield answers
+        finally:
+            for job in jobs:
+                self._gone.pop(id(job), None)
 
 
 def deployment_options(config: ServeConfig) -> dict:

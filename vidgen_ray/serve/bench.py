@@ -42,6 +42,8 @@ log = get_logger("serve.bench")
 class BenchConfig:
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     batch_sizes: tuple[int, ...] = (1, 4, 8)  # max_batch_size of the deployment, one redeploy each
+    # ServeConfig.batch_wait of the deployment, one redeploy each: side by side in one run.
+    batch_waits: tuple[str, ...] = ("adaptive", "fixed")
     requests_per_point: int = 48
     time_limit_s: float = 60.0  # per grid point: the load stops sending after this
     warmup_requests: int = 4  # per grid point, not counted
@@ -58,6 +60,8 @@ class BenchConfig:
             raise ConfigError("requests_per_point and bare_repeats must be >= 1, warmup_requests >= 0")
         if self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+        if not self.batch_waits or set(self.batch_waits) - {"adaptive", "fixed"}:
+            raise ConfigError(f"batch_waits {self.batch_waits} must list 'adaptive' and/or 'fixed'")
         if self.format not in ("mp4", "npy"):
             raise ConfigError(f"format {self.format!r} must be 'mp4' or 'npy'")
         return self
@@ -127,27 +131,31 @@ def run_benchmark(serve_config: ServeConfig, bench: BenchConfig, base_url: str) 
     bare_runs, grid = [], []
     seed = 10_000  # distinct from the bare runs' seeds; every request gets its own
     for b in bench.batch_sizes:
-        config = replace(serve_config, max_batch_size=b, max_ongoing_requests=max(serve_config.max_ongoing_requests, b))
-        deploy(config)
-        torch.set_num_threads(cpu_threads(serve_config))
-        try:
-            bare = {n: bare_latency(engine, payload, n, bench.bare_repeats)
-                    for n in sorted({min(c, b) for c in bench.concurrency})}
-        finally:
-            torch.set_num_threads(threads_before)
-        bare_runs += [{"max_batch_size": b} | stats for stats in bare.values()]
-        for c in bench.concurrency:
-            if bench.warmup_requests:
-                run_load(url, payload, c, bench.warmup_requests, bench.time_limit_s, first_seed=seed)
-                seed += bench.warmup_requests
-            row = run_load(url, payload, c, bench.requests_per_point, bench.time_limit_s, first_seed=seed).summary()
-            seed += bench.requests_per_point
-            ref = bare[min(c, b)]
-            row |= {"max_batch_size": b, "bare_batch_size": ref["batch_size"], "bare_p50_ms": ref["p50_ms"],
-                    "overhead_ratio": row["p50_ms"] / ref["p50_ms"]}
-            log.info("batch %d, concurrency %d: p50 %.1f ms (bare %.1f ms), %.2f req/s, errors %.1f%%", b, c,
-                     row["p50_ms"], ref["p50_ms"], row["throughput_rps"], 100 * row["error_rate"])
-            grid.append(row)
+        bare = None  # timed once per batch size, before its first deployment's load
+        for wait in bench.batch_waits:
+            config = replace(serve_config, max_batch_size=b, max_ongoing_requests=max(serve_config.max_ongoing_requests, b),
+                             batch_wait=wait)
+            deploy(config)
+            if bare is None:
+                torch.set_num_threads(cpu_threads(serve_config))
+                try:
+                    bare = {n: bare_latency(engine, payload, n, bench.bare_repeats)
+                            for n in sorted({min(c, b) for c in bench.concurrency})}
+                finally:
+                    torch.set_num_threads(threads_before)
+                bare_runs += [{"max_batch_size": b} | stats for stats in bare.values()]
+            for c in bench.concurrency:
+                if bench.warmup_requests:
+                    run_load(url, payload, c, bench.warmup_requests, bench.time_limit_s, first_seed=seed)
+                    seed += bench.warmup_requests
+                row = run_load(url, payload, c, bench.requests_per_point, bench.time_limit_s, first_seed=seed).summary()
+                seed += bench.requests_per_point
+                ref = bare[min(c, b)]
+                row |= {"max_batch_size": b, "batch_wait": wait, "bare_batch_size": ref["batch_size"],
+                        "bare_p50_ms": ref["p50_ms"], "overhead_ratio": row["p50_ms"] / ref["p50_ms"]}
+                log.info("batch %d (%s wait), concurrency %d: p50 %.1f ms (bare %.1f ms), %.2f req/s, errors %.1f%%", b,
+                         wait, c, row["p50_ms"], ref["p50_ms"], row["throughput_rps"], 100 * row["error_rate"])
+                grid.append(row)
     c1 = [r for r in grid if r["concurrency"] == 1]
     return {
         "device": describe_device(serve_config),
@@ -162,6 +170,8 @@ def run_benchmark(serve_config: ServeConfig, bench: BenchConfig, base_url: str) 
         "grid": grid,
         # The smallest Serve-over-bare ratio at one client: the batch size that adds the least waiting.
         "overhead_ratio_c1": min(r["overhead_ratio"] for r in c1) if c1 else None,
+        "overhead_ratio_c1_by_wait": {w: min(r["overhead_ratio"] for r in c1 if r["batch_wait"] == w)
+                                      for w in bench.batch_waits if any(r["batch_wait"] == w for r in c1)},
     }
 
 

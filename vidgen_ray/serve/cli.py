@@ -93,6 +93,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the small grid of `make demo` (concurrency 1,2,4; batch 4)")
     p.add_argument("--concurrency", type=_ints, help="concurrent clients per grid point, e.g. 1,2,4,8,16")
     p.add_argument("--batch-sizes", type=_ints, help="max_batch_size values, one deployment each, e.g. 1,4,8")
+    p.add_argument("--batch-waits", type=lambda v: tuple(v.split(",")),
+                   help="batch_wait values, one deployment each: adaptive,fixed (default both, side by side)")
     p.add_argument("--requests", type=int, help="request budget per grid point")
     p.add_argument("--time-limit", type=float, help="seconds per grid point before the load stops sending")
     p.add_argument("--warmup", type=int, help="uncounted requests per grid point")
@@ -108,7 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = _serve_config(args)
     bench = replace(QUICK) if args.quick else BenchConfig()
-    for attr, key in (("concurrency", "concurrency"), ("batch_sizes", "batch_sizes"),
+    for attr, key in (("concurrency", "concurrency"), ("batch_sizes", "batch_sizes"), ("batch_waits", "batch_waits"),
                       ("requests", "requests_per_point"), ("time_limit", "time_limit_s"),
                       ("warmup", "warmup_requests"), ("bare_repeats", "bare_repeats"),
                       ("steps", "steps"), ("format", "format")):

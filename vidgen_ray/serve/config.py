@@ -57,6 +57,10 @@ class ServeConfig:
     # Dynamic batching (@serve.batch).
     max_batch_size: int = 4
     batch_wait_timeout_s: float = 0.01
+    # "adaptive": a request is dispatched at once when the replica has held no two requests at once for
+    # a second (one client at a time: nothing is coming to share its batch); under load it waits up to
+    # batch_wait_timeout_s for company as "fixed" always does.
+    batch_wait: str = "adaptive"
     # Backpressure: see the module docstring.
     max_ongoing_requests: int = 8
     max_queued_requests: int = 16
@@ -88,6 +92,8 @@ class ServeConfig:
             raise ConfigError(f"sampling {self.sampling!r} must be 'per_request' or 'fused'")
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.batch_wait not in ("adaptive", "fixed"):
+            raise ConfigError(f"batch_wait {self.batch_wait!r} must be 'adaptive' or 'fixed'")
         if not 0.0 <= self.batch_wait_timeout_s <= 10.0:
             raise ConfigError(f"batch_wait_timeout_s {self.batch_wait_timeout_s} must be in [0, 10] seconds")
         if self.max_ongoing_requests < self.max_batch_size:

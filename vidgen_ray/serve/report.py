@@ -7,6 +7,7 @@ import io
 
 COLUMNS = [
     ("max_batch_size", "batch", "{:d}"),
+    ("batch_wait", "wait", "{}"),
     ("concurrency", "conc", "{:d}"),
     ("requests", "reqs", "{:d}"),
     ("p50_ms", "p50 ms", "{:.1f}"),
@@ -40,6 +41,9 @@ def headline(result: dict) -> str:
     text = f"bare model, one request in-process: p50 {min(singles):.1f} ms" if singles else "bare model: not timed"
     if ratio is not None:
         text += f"; Serve at concurrency 1: p50 / bare p50 = {ratio:.2f}"
+    by_wait = result.get("overhead_ratio_c1_by_wait") or {}
+    if len(by_wait) > 1:
+        text += " (" + ", ".join(f"{w} wait {r:.2f}" for w, r in by_wait.items()) + ")"
     return text
 
 
@@ -59,10 +63,12 @@ def plot_png(result: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(11, 4.2))
-    batch_sizes = sorted({r["max_batch_size"] for r in result["grid"]})
+    series = sorted({(r["max_batch_size"], r.get("batch_wait", "fixed")) for r in result["grid"]})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for colour, b in zip(colours, batch_sizes):
-        rows = sorted((r for r in result["grid"] if r["max_batch_size"] == b), key=lambda r: r["concurrency"])
+    for colour, (size, wait) in zip(colours, series):
+        rows = sorted((r for r in result["grid"] if (r["max_batch_size"], r.get("batch_wait", "fixed")) == (size, wait)),
+                      key=lambda r: r["concurrency"])
+        b = f"{size} {wait}"
         c = [r["concurrency"] for r in rows]
         ax_lat.plot(c, [r["p50_ms"] for r in rows], "o-", color=colour, label=f"p50, batch {b}")
         ax_lat.fill_between(c, [r["p50_ms"] for r in rows], [r["p99_ms"] for r in rows], color=colour, alpha=0.15)

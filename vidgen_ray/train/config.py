@@ -63,6 +63,10 @@ class TrainConfig:
     early_stop_min_delta: float = 0.0  # an improvement smaller than this does not count
     async_checkpoint_upload: bool = True  # upload on a thread while training goes on
     seed: int = 0
+    # Experiment trackers rank 0 logs to (vidgen_ray/tracking): tensorboard, wandb, mlflow; () = none.
+    trackers: tuple[str, ...] = ("tensorboard",)
+    tracker_project: str = "vidgen-ray"  # the W&B project, the MLflow experiment
+    tracker_group: str | None = None  # runs that belong together (a sweep sets its name)
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -75,6 +79,9 @@ class TrainConfig:
             raise ValueError("train.log_every, train.checkpoint_every and train.keep_last must be >= 1")
         if self.early_stop_patience < 1:
             raise ValueError("train.early_stop_patience must be >= 1")
+        from vidgen_ray.tracking import check_names
+
+        check_names(self.trackers)
 
 
 @dataclass

@@ -23,13 +23,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vidgen_ray import storage
 from vidgen_ray.config import ExperimentConfig
 from vidgen_ray.configs import to_dict
 from vidgen_ray.data.normalize import Normalizer
 from vidgen_ray.data.pipeline import torch_batches
 from vidgen_ray.models.base import Batch, VideoModel
 from vidgen_ray.models.registry import build_model
+from vidgen_ray.media import contact_sheet
 from vidgen_ray.runtime import get_logger
+from vidgen_ray.tracking import Tracker, TrackerRun, open_trackers
 from vidgen_ray.train import checkpoint as ckpt
 from vidgen_ray.train.ema import EMA
 from vidgen_ray.train.parallelize import Part, autocast, parallelize
@@ -118,6 +121,15 @@ def _to_batch(raw: dict, normalizer: Normalizer, device: torch.device, num_class
     return Batch(video=video, label=label, caption=raw["caption"])
 
 
+def open_tracker(cfg: ExperimentConfig, rank: int, start_step: int) -> Tracker:
+    """Rank 0 logs to ``train.trackers`` (in the run's folder); the other ranks get a no-op tracker."""
+    if rank != 0 or not cfg.train.trackers:
+        return Tracker()
+    run = TrackerRun(name=cfg.name, run_dir=storage.join(cfg.storage_path, cfg.name), project=cfg.train.tracker_project,
+                     group=cfg.train.tracker_group, config=to_dict(cfg), start_step=start_step)
+    return open_trackers(cfg.train.trackers, run)
+
+
 def _quiet_train_reports() -> None:
     """Ray Train v2 logs every ``ray.train.report`` call (metrics dict and all) at INFO, one line per rank
     and checkpoint, through a logger named by its *file path*, which ``ray.train`` does not cover."""
@@ -179,118 +191,133 @@ def train_loop_per_worker(config: dict) -> None:
                  cfg.model.name, params, flops / 1e9, world, cfg.train.batch_size, cfg.train.grad_accum,
                  plan.global_batch, plan.total_steps)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if "val" in config.get("splits", ()) else None
-    step_losses: dict[str, float] = {}
-    stop_reason = ""
+    # `with`: a run failing in this worker (a NaN loss, an error) still writes what it logged up to there.
+    with open_tracker(cfg, rank, state.step) as tracker:
+        train_shard = ray.train.get_dataset_shard("train")
+        val_shard = ray.train.get_dataset_shard("val") if "val" in config.get("splits", ()) else None
+        step_losses: dict[str, float] = {}
+        stop_reason = ""
 
-    last_reported = last_checkpointed = -1
-    last_val: dict[str, float] = {}
+        last_reported = last_checkpointed = -1
+        last_val: dict[str, float] = {}
 
-    def report(validate_now: bool, checkpoint_now: bool, final: bool = False) -> None:
-        """Validate / sample / checkpoint, then ``ray.train.report``. Every rank calls this at the same
-        steps with the same arguments: report is a barrier, and validation and sharded saves are
-        collectives."""
-        nonlocal stop_reason, last_reported, last_checkpointed, last_val
-        metrics = _all_reduce_mean(dict(step_losses), device)
-        metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed)
-        if validate_now and val_shard is not None:
-            last_val = _all_reduce_mean(validate(model, parts, val_shard, cfg, normalizer, device, state.step), device)
-            _update_early_stopping(cfg, state, last_val)
-        metrics.update(last_val)  # keep-best needs the metric on every checkpoint
-        metrics.update(telemetry_last)
-        checkpoint = None
-        if checkpoint_now:
-            tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
-            ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
-            checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
-            last_checkpointed = state.step
-        ray.train.report(
-            metrics,
-            checkpoint=checkpoint,
-            checkpoint_dir_name=f"checkpoint_{state.step:09d}" if checkpoint else None,
-            checkpoint_upload_mode=(ray.train.CheckpointUploadMode.ASYNC if cfg.train.async_checkpoint_upload
-                                    else ray.train.CheckpointUploadMode.SYNC),
-            delete_local_checkpoint_after_upload=True,
-        )
-        last_reported = state.step
-        if rank == 0:
-            val_text = " ".join(f"{k} {v:.4f}" for k, v in last_val.items()) if validate_now else ""
-            what = "checkpoint" if checkpoint_now else "validation"
-            log.info("%s at step %d%s", what, state.step, f" | {val_text}" if val_text else "")
-        if cfg.train.early_stop_metric and state.validations_without_improvement >= cfg.train.early_stop_patience:
-            stop_reason = f"early stop: {cfg.train.early_stop_metric} did not improve in {cfg.train.early_stop_patience} validations"
-
-    telemetry_last: dict[str, float] = {}
-    last_batch: Batch | None = None
-    batches_iter = iter(torch_batches(train_shard, cfg.train.batch_size, cfg.data))
-    micro: list[Batch] = []
-    micro_items: list[list[int]] = []  # stream item of every clip in ``micro``
-    clock = time.perf_counter()  # training wall time, carried across resumes in TrainState.train_seconds
-    # The data position to the clip needs one reader of an ordered, unshuffled stream; otherwise (several
-    # workers, Ray Data's unordered delivery, a local shuffle buffer) it is estimated from samples seen.
-    exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer
-    last_sampled = -1
-    while state.step < plan.total_steps and not stop_reason:
-        # --- wait for data (measured: the accelerator idles here) -------------------------------------
-        t0 = time.perf_counter()
-        state.train_seconds += t0 - clock
-        clock = t0
-        raw = next(batches_iter, None)
-        telemetry.waited(time.perf_counter() - t0)
-        if raw is None:
-            break  # the stream is exhausted: every worker sees this at the same step (equal shards)
-        last_batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
-        micro.append(last_batch)
-        micro_items.append(raw["items"].tolist())
-        state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
-        if len(micro) < cfg.train.grad_accum:
-            continue
-        # --- compute ------------------------------------------------------------------------------------
-        model.train()
-        step_losses = train_step(model, parts, micro, state.step, device, cfg.parallel.precision, cfg.train.grad_accum)
-        if ema is not None:
-            ema.update()
-        state.step += 1
-        state.samples_seen += plan.global_batch
-        if exact_position:  # every clip this step trained on, in stream order
-            for item in (int(i) for b in micro_items for i in b):
-                if item != state.items_consumed:
-                    state.items_consumed, state.rows_into_item = item, 0
-                state.rows_into_item += 1
-        else:
-            state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
-            state.rows_into_item = 0
-        telemetry.stepped(sum(b.size for b in micro))
-        micro, micro_items = [], []
-        if not math.isfinite(step_losses["loss"]):
-            raise FloatingPointError(f"loss is {step_losses['loss']} at step {state.step}; lower train.optim.lr or use fp32")
-        # --- log ----------------------------------------------------------------------------------------
-        if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:
-            telemetry_last = telemetry.flush(step_losses)
-            state.history.append([state.step, round(step_losses["loss"], 6)])
+        def report(validate_now: bool, checkpoint_now: bool, final: bool = False) -> None:
+            """Validate / sample / checkpoint, then ``ray.train.report``. Every rank calls this at the same
+            steps with the same arguments: report is a barrier, and validation and sharded saves are
+            collectives."""
+            nonlocal stop_reason, last_reported, last_checkpointed, last_val
+            metrics = _all_reduce_mean(dict(step_losses), device)
+            metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed)
+            if validate_now and val_shard is not None:
+                last_val = _all_reduce_mean(validate(model, parts, val_shard, cfg, normalizer, device, state.step), device)
+                _update_early_stopping(cfg, state, last_val)
+                tracker.log_scalars({f"val/{k.removeprefix('val_')}": v for k, v in last_val.items()}, state.step)
+            metrics.update(last_val)  # keep-best needs the metric on every checkpoint
+            metrics.update(telemetry_last)
+            checkpoint = None
+            if checkpoint_now:
+                tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
+                ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
+                checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
+                last_checkpointed = state.step
+            # Before the report: Tune may stop a trial there, and a stopped trial's workers are killed,
+            # not closed. An object-store run's tracker files go up with its checkpoints.
+            tracker.sync() if checkpoint_now else tracker.flush()
+            ray.train.report(
+                metrics,
+                checkpoint=checkpoint,
+                checkpoint_dir_name=f"checkpoint_{state.step:09d}" if checkpoint else None,
+                checkpoint_upload_mode=(ray.train.CheckpointUploadMode.ASYNC if cfg.train.async_checkpoint_upload
+                                        else ray.train.CheckpointUploadMode.SYNC),
+                delete_local_checkpoint_after_upload=True,
+            )
+            last_reported = state.step
             if rank == 0:
-                log.info(progress_line(state.step, plan.total_steps, state.epoch, step_losses, telemetry_last,
-                                       next(iter(parts.values())).lr))
-        # --- sample, validate, checkpoint -----------------------------------------------------------------
-        state.train_seconds += time.perf_counter() - clock
-        if state.step < plan.total_steps and sampling_due(cfg, state.step, False):  # at train.sample_every
-            write_samples(model, ema, cfg, state.step, False, rank, batch=last_batch)
-            last_sampled = state.step
-        validate_now = bool(cfg.train.val_every) and state.step % cfg.train.val_every == 0
-        checkpoint_now = state.step % cfg.train.checkpoint_every == 0
-        if (validate_now or checkpoint_now) and state.step < plan.total_steps:
-            report(validate_now, checkpoint_now)
-        clock = time.perf_counter()  # sampling, validation and checkpoints are not training time
-    if not stop_reason and state.step < plan.total_steps and rank == 0:
-        log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
-    # The final checkpoint (validation too unless it just ran at this very step, as on an early stop).
-    if last_sampled != state.step:  # an early stop or an ended stream may fall on a sample step
-        write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch)
-    if last_checkpointed != state.step:
-        report(validate_now=last_reported != state.step, checkpoint_now=True, final=True)
-    if rank == 0:
-        log.info("done at step %d%s", state.step, f" ({stop_reason})" if stop_reason else "")
+                val_text = " ".join(f"{k} {v:.4f}" for k, v in last_val.items()) if validate_now else ""
+                what = "checkpoint" if checkpoint_now else "validation"
+                log.info("%s at step %d%s", what, state.step, f" | {val_text}" if val_text else "")
+            if cfg.train.early_stop_metric and state.validations_without_improvement >= cfg.train.early_stop_patience:
+                stop_reason = f"early stop: {cfg.train.early_stop_metric} did not improve in {cfg.train.early_stop_patience} validations"
+
+        telemetry_last: dict[str, float] = {}
+        last_batch: Batch | None = None
+        batches_iter = iter(torch_batches(train_shard, cfg.train.batch_size, cfg.data))
+        micro: list[Batch] = []
+        micro_items: list[list[int]] = []  # stream item of every clip in ``micro``
+        clock = time.perf_counter()  # training wall time, carried across resumes in TrainState.train_seconds
+        # The data position to the clip needs one reader of an ordered, unshuffled stream; otherwise (several
+        # workers, Ray Data's unordered delivery, a local shuffle buffer) it is estimated from samples seen.
+        exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer
+        last_sampled = -1
+        while state.step < plan.total_steps and not stop_reason:
+            # --- wait for data (measured: the accelerator idles here) -------------------------------------
+            t0 = time.perf_counter()
+            state.train_seconds += t0 - clock
+            clock = t0
+            raw = next(batches_iter, None)
+            telemetry.waited(time.perf_counter() - t0)
+            if raw is None:
+                break  # the stream is exhausted: every worker sees this at the same step (equal shards)
+            last_batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
+            micro.append(last_batch)
+            micro_items.append(raw["items"].tolist())
+            state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
+            if len(micro) < cfg.train.grad_accum:
+                continue
+            # --- compute ------------------------------------------------------------------------------------
+            model.train()
+            step_losses = train_step(model, parts, micro, state.step, device, cfg.parallel.precision, cfg.train.grad_accum)
+            if ema is not None:
+                ema.update()
+            state.step += 1
+            state.samples_seen += plan.global_batch
+            if exact_position:  # every clip this step trained on, in stream order
+                for item in (int(i) for b in micro_items for i in b):
+                    if item != state.items_consumed:
+                        state.items_consumed, state.rows_into_item = item, 0
+                    state.rows_into_item += 1
+            else:
+                state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
+                state.rows_into_item = 0
+            telemetry.stepped(sum(b.size for b in micro))
+            micro, micro_items = [], []
+            if not math.isfinite(step_losses["loss"]):
+                raise FloatingPointError(f"loss is {step_losses['loss']} at step {state.step}; lower train.optim.lr or use fp32")
+            # --- log ----------------------------------------------------------------------------------------
+            if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:
+                telemetry_last = telemetry.flush(step_losses)
+                state.history.append([state.step, round(step_losses["loss"], 6)])
+                lr = next(iter(parts.values())).lr
+                if rank == 0:
+                    log.info(progress_line(state.step, plan.total_steps, state.epoch, step_losses, telemetry_last, lr))
+                tracker.log_scalars({**{f"train/{k}": v for k, v in step_losses.items()}, "train/lr": lr,
+                                     "train/epoch": state.epoch, **{f"perf/{k}": v for k, v in telemetry_last.items()}},
+                                    state.step)
+            # --- sample, validate, checkpoint -----------------------------------------------------------------
+            state.train_seconds += time.perf_counter() - clock
+            if state.step < plan.total_steps and sampling_due(cfg, state.step, False):  # at train.sample_every
+                _log_samples(tracker, write_samples(model, ema, cfg, state.step, False, rank, batch=last_batch), cfg, state.step)
+                last_sampled = state.step
+            validate_now = bool(cfg.train.val_every) and state.step % cfg.train.val_every == 0
+            checkpoint_now = state.step % cfg.train.checkpoint_every == 0
+            if (validate_now or checkpoint_now) and state.step < plan.total_steps:
+                report(validate_now, checkpoint_now)
+            clock = time.perf_counter()  # sampling, validation and checkpoints are not training time
+        if not stop_reason and state.step < plan.total_steps and rank == 0:
+            log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
+        # The final checkpoint (validation too unless it just ran at this very step, as on an early stop).
+        if last_sampled != state.step:  # an early stop or an ended stream may fall on a sample step
+            _log_samples(tracker, write_samples(model, ema, cfg, state.step, True, rank, batch=last_batch), cfg, state.step)
+        if last_checkpointed != state.step:
+            report(validate_now=last_reported != state.step, checkpoint_now=True, final=True)
+        if rank == 0:
+            log.info("done at step %d%s", state.step, f" ({stop_reason})" if stop_reason else "")
+
+
+def _log_samples(tracker: Tracker, frames: np.ndarray | None, cfg: ExperimentConfig, step: int) -> None:
+    if frames is not None:
+        tracker.log_video("samples", frames, step, fps=cfg.data.clip.fps)
+        tracker.log_image("samples_grid", contact_sheet(frames), step)
 
 
 def _update_early_stopping(cfg: ExperimentConfig, state: ckpt.TrainState, metrics: dict) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vidgen_ray import preflight, storage
+from vidgen_ray import preflight, storage, tracking
 from vidgen_ray.config import ExperimentConfig
 from vidgen_ray.configs import ConfigError
 from vidgen_ray.data.normalize import Normalizer, channel_stats
@@ -174,6 +174,7 @@ def local_cpus_needed(cfg: ExperimentConfig) -> int:
 
 
 def train(cfg: ExperimentConfig, address: str | None = None):
+    tracking.require(cfg.train.trackers)  # a missing package says so now, not from every worker later
     init_ray(address=address, num_cpus=local_cpus_needed(cfg), workers_per_cpu=cfg.data.decode_tasks_per_cpu)
     preflight.check_training(cfg)  # seconds, not a job waiting forever for a CPU
     autoencoder = getattr(cfg.model, "autoencoder", None)

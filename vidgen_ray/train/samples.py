@@ -27,7 +27,8 @@ def due(cfg, step: int, final: bool) -> bool:
     return (final or bool(every and step % every == 0)) and cfg.train.num_samples > 0
 
 
-def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int, batch: Batch | None = None) -> str | None:
+def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int, batch: Batch | None = None):
+    """The samples' uint8 frames [N, T, H, W, 3] on rank 0 (for the trackers), once written; else None."""
     if not due(cfg, step, final):
         return None
     n = cfg.train.num_samples
@@ -46,4 +47,4 @@ def write_samples(model: VideoModel, ema, cfg, step: int, final: bool, rank: int
     for i, clip in enumerate(frames):
         storage.write_bytes(storage.join(out, f"sample_{i:02d}.mp4"), encode_mp4(clip, fps=cfg.data.clip.fps))
     storage.write_bytes(storage.join(out, "grid.png"), encode_png(contact_sheet(frames)))
-    return out
+    return frames

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from vidgen_ray import preflight, storage
+from vidgen_ray import preflight, storage, tracking
 from vidgen_ray.configs import to_dict
 from vidgen_ray.runtime import get_logger, init_ray
 from vidgen_ray.tune.report import SweepResult, write_outputs
@@ -166,6 +166,7 @@ def run_sweep(sweep: SweepConfig, overrides: list[str] | tuple[str, ...] = (), r
     template = TrialTemplate.from_sweep(sweep, sweep_dir)
     max_t = sweep.scheduler.max_t or template.max_reports(sweep)
     base = template.experiment({})
+    tracking.require(base.train.trackers)
     # A local instance needs logical CPUs for every trial in flight (the 2-core default is not enough).
     init_ray(address=address, num_cpus=sweep.max_concurrent * local_cpus_needed(base) + 1,
              workers_per_cpu=base.data.decode_tasks_per_cpu)

@@ -87,6 +87,8 @@ class TrialTemplate:
                 # Clips are decoded once and read by every trial (not decoded again per trial).
                 extra["data.cache"] = storage.join(sweep_dir, "clip_cache")
                 log.info("data.cache is unset: decoded clips go to %s and every trial reads them", extra["data.cache"])
+        if base.train.tracker_group is None:
+            extra["train.tracker_group"] = sweep.name  # one tracker run per trial, grouped by sweep
         template = replace(template, overrides=template.overrides + tuple(extra.items()))
         template.check(sweep)
         return template
