@@ -9,7 +9,7 @@
 
 * resume: a run stopped and resumed reproduces the uninterrupted run's losses exactly (model,
   optimizer, EMA, RNG streams and the data position to the clip);
-* the learning benchmark's smoke run writes its curves, and (slow tier) a tiny DiT learns.
+* (slow tier) the learning benchmark's quick run writes every family's curves, and a tiny DiT learns.
 """
 
 from __future__ import annotations
@@ -88,33 +88,31 @@ def _benchmark():
     return module
 
 
-@pytest.mark.timeout(1800)  # 721 s alone on this 2-core VM (2026-12-03); a loaded clean-clone run passed 900 s
-def test_learning_benchmark_smoke_writes_curves_for_every_family(ray_session, tmp_path: Path):
+@pytest.mark.slow
+# 2,306 s on this 2-core VM with a training job beside it (2026-12-04); the two tests it replaces took
+# 920 + 1,272 s in a clean-clone run here.
+@pytest.mark.timeout(3000)
+def test_learning_benchmark_writes_curves_for_every_family_and_a_tiny_dit_learns(ray_session, tmp_path: Path):
+    # One benchmark run for both checks, so the dataset, the classifier and the real features are made once
+    # (they were two tests costing 15 + 21 min): every family's curve is written, and the pixel DiT, given a
+    # few CPU-minutes, learns. It is judged by class accuracy (chance 0.25; 0.281 -> 0.656 at 300 steps, N=32,
+    # with the --quick classifier at real_accuracy 1.000, 2026-12-04), not by FVD: the untrained data-predicting
+    # DiT makes flat grey clips, which FVD at small N scores as well as early speckled ones (3,700 -> 3,773 there).
     out, png = tmp_path / "learning.json", tmp_path / "learning.png"
-    result = _benchmark().main(["--quick", "--work", str(tmp_path / "work"), "--json", str(out), "--png", str(png),
-                                "--points", "1"])
+    result = _benchmark().main(["--quick", "--videos", "160", "--n", "32", "--steps", "dit=300", "--points", "1",
+                                "--work", str(tmp_path / "work"), "--json", str(out), "--png", str(png)])
     saved = json.loads(out.read_text())
     assert set(saved["families"]) == {"vae", "dit", "dit-latent", "gan", "rnn"} == set(result["families"])
-    assert saved["fvd_floor"] > 0 and saved["fid_floor"] > 0 and 0 <= saved["real_accuracy"] <= 1
+    assert saved["fvd_floor"] > 0 and saved["fid_floor"] > 0 and saved["real_accuracy"] >= 0.8, saved
     for name, family in saved["families"].items():
         steps = [point["step"] for point in family["curve"]]
-        assert steps == [0, family["steps"]], (name, steps)  # the untrained model and the final checkpoint
+        assert steps == [0, 300 if name == "dit" else 6], (name, steps)  # the untrained model and the final checkpoint
         for point in family["curve"]:
             assert point["fvd"] > 0 and point["fid"] > 0, (name, point)
-    assert "class_accuracy" in saved["families"]["dit"]["curve"][-1]
     assert "recon_psnr" in saved["families"]["vae"]["curve"][-1]
     assert "psnr_vs_copy_db" in saved["families"]["rnn"]["curve"][-1]
+    assert "class_accuracy" in saved["families"]["gan"]["curve"][-1]
     assert saved["families"]["dit"]["curve"][-1]["seconds"] > 0
     assert png.stat().st_size > 1000
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # 300 steps + 2 evaluations: 15 min on a busy 2-core VM (~1 s a step, 2026-12-03)
-def test_a_tiny_dit_learns_to_generate(ray_session, tmp_path: Path):
-    # A few CPU-minutes of the pixel DiT, judged by class accuracy (chance 0.25; 0.54 measured here at
-    # 300 steps, N=24). Not by FVD: the untrained data-predicting DiT makes flat grey clips, which FVD at
-    # small N scores better than early speckled ones (1,513 -> 4,843 in that run; BENCHMARKS.md).
-    result = _benchmark().main(["--quick", "--families", "dit", "--steps", "300", "--videos", "160", "--n", "32",
-                                "--points", "1", "--work", str(tmp_path / "work")])
-    first, last = result["families"]["dit"]["curve"][0], result["families"]["dit"]["curve"][-1]
+    first, last = saved["families"]["dit"]["curve"][0], saved["families"]["dit"]["curve"][-1]
     assert last["class_accuracy"] >= 0.375 and last["class_accuracy"] >= first["class_accuracy"] + 0.15, (first, last)
