@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from vidgen_ray.evaluate.classifier import LIGHT as LIGHT_CLASSIFIER
     from vidgen_ray.evaluate.classifier import (TRAINING_VERSION, ClassifierConfig, load_classifier, save_classifier,
                                                 train_classifier)
     from vidgen_ray.runtime import init_ray
@@ -413,8 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
     real = real_sets(clips, n, args.seed)
     cls_cfg = ClassifierConfig(frames=CLIP["frames"], height=CLIP["height"], width=CLIP["width"], num_classes=4,
                                epochs=2 if args.quick else 10, seed=args.seed,
-                               # --quick: the demo's lighter classifier (a quarter of the convolution work)
-                               **({"channels": (16, 32, 64), "min_steps": 300} if args.quick else {}))
+                               **(LIGHT_CLASSIFIER if args.quick else {}))  # --quick: the demo's light classifier
     if args.classifier_steps is not None:
         cls_cfg.min_steps = args.classifier_steps
     heldout = (np.concatenate([real.a.videos, real.b.videos]), np.concatenate([real.a.labels, real.b.labels]))

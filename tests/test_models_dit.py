@@ -189,6 +189,23 @@ def test_shifted_model_samples_on_the_shifted_schedule():
         DiTConfig(timestep_shift=0.0).validate()
 
 
+def test_training_times_cover_the_steps_that_decide_the_samples_pixels():
+    """A data-predicting sampler's last Euler step lands on the network's prediction at the last sampled t,
+    so training must visit that t. dit-debug's earlier logit-normal draw, shifted 4x, put 0.3 % of training
+    below t = 0.2 (its 32-step sampler's last two steps lie there): the prediction that became the pixels was
+    barely trained, and the samples kept speckles. The preset's own draw must put >= 2 % there."""
+    cfg = get_preset("dit-debug")
+    assert cfg.prediction == "data"
+    times = shift_timesteps(torch.linspace(1.0, 0.0, cfg.sample_steps + 1), cfg.timestep_shift)
+    deciding = float(times[-3])  # the last two steps start at or below this t
+    torch.manual_seed(0)
+    drawn = sample_timesteps(100_000, cfg.timestep_sampling, torch.device("cpu"), cfg.timestep_shift)
+    assert float((drawn <= deciding).float().mean()) >= 0.02, (cfg.timestep_sampling, deciding)
+    torch.manual_seed(0)
+    before = sample_timesteps(100_000, "logit_normal", torch.device("cpu"), cfg.timestep_shift)
+    assert float((before <= deciding).float().mean()) < 0.01  # the draw this test would have caught
+
+
 def test_a_dump_saved_before_prediction_and_shift_existed_loads_as_the_model_it_was():
     from vidgen_ray.config import experiment_from_dict, load_experiment, to_dict
 

@@ -107,7 +107,7 @@ def evaluate_demo(cfg, checkpoint: str, clips: Path, out: Path) -> dict[str, str
     import numpy as np
 
     from vidgen_ray.evaluate.checkpoint_eval import evaluate_checkpoint, evaluate_loaded, real_clips
-    from vidgen_ray.evaluate.classifier import ClassifierConfig, save_classifier, train_classifier
+    from vidgen_ray.evaluate.classifier import LIGHT as LIGHT_CLASSIFIER, ClassifierConfig, save_classifier, train_classifier
     from vidgen_ray.evaluate.config import EvalConfig
     from vidgen_ray.evaluate.labelled import labelled_clips
     from vidgen_ray.evaluate.report import CLASS_SHEET_NAME, class_sheet
@@ -128,9 +128,9 @@ def evaluate_demo(cfg, checkpoint: str, clips: Path, out: Path) -> dict[str, str
     labels_a = np.array([int(r["label"]) for r in half_a])
     classifier = train_classifier(
         train_clips.videos, train_clips.labels,
-        # A lighter classifier than the default: the demo has a minute for it, not three.
+        # The light classifier: the demo has a minute for it, not three.
         ClassifierConfig(frames=data.clip.frames, height=data.clip.height, width=data.clip.width, num_classes=4,
-                         channels=(16, 32, 64), min_steps=300, label_names=tuple(train_clips.label_names)),
+                         label_names=tuple(train_clips.label_names), **LIGHT_CLASSIFIER),
         heldout=(real_a, labels_a))
     classifier_uri = save_classifier(classifier, str(out / "classifier"))
 

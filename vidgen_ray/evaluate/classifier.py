@@ -63,6 +63,11 @@ class ClassifierConfig:
             raise ValueError("classifier epochs and batch_size must be >= 1 and lr > 0")
 
 
+# A lighter classifier (a quarter of the default's convolution work, ~1 min here instead of ~3) for
+# the demo and the learning benchmark's --quick runs; it still reaches real_accuracy 1.000 on the motion set.
+LIGHT: dict = {"channels": (16, 32, 64), "min_steps": 300}
+
+
 class MotionClassifier(nn.Module):
     """uint8 [N, T, H, W, C] (or float in [-1, 1], channels first) -> logits [N, num_classes]."""
 
