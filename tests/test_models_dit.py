@@ -192,8 +192,8 @@ def test_shifted_model_samples_on_the_shifted_schedule():
 def test_training_times_cover_the_steps_that_decide_the_samples_pixels():
     """A data-predicting sampler's last Euler step lands on the network's prediction at the last sampled t,
     so training must visit that t. dit-debug's earlier logit-normal draw, shifted 4x, put 0.3 % of training
-    below t = 0.2 (its 32-step sampler's last two steps lie there): the prediction that became the pixels was
-    barely trained, and the samples kept speckles. The preset's own draw must put >= 2 % there."""
+    below t = 0.2 (its 32-step sampler's last two steps lie there), so the prediction that became the pixels
+    was barely trained. The preset's own draw must put >= 2 % there."""
     cfg = get_preset("dit-debug")
     assert cfg.prediction == "data"
     times = shift_timesteps(torch.linspace(1.0, 0.0, cfg.sample_steps + 1), cfg.timestep_shift)
