@@ -70,7 +70,7 @@ def test_the_autoscaler_is_waited_for_only_when_its_node_types_could_help():
     # The autoscaler was asked for the whole run (its target is the cluster's total), then the ask withdrawn.
     assert asked == [[{"CPU": 4.0}] * 2, []]
     # Node types too small for a 4-CPU bundle: fail now, not after the wait.
-    with pytest.raises(ResourceError, match="node types cannot add"):
+    with pytest.raises(ResourceError, match=r"nor can the autoscaler: it may add 10 more cpu2 \{CPU 2\}"):
         check(demands, wait_s=60, nodes_fn=lambda: nodes(2), autoscaler_fn=lambda: [("cpu2", {"CPU": 2.0}, 10)])
     # They could, but never come: fail after resource_wait_s with the same message.
     t0 = time.monotonic()
@@ -92,3 +92,30 @@ def test_concurrent_trials_each_need_their_own_decode_stage():
     driver = {"CPU": 0.01}
     assert not unplaced(training_demands(cfg, 2, driver), nodes(4))
     assert unplaced(training_demands(cfg, 3, driver), nodes(4))  # 3 x (1 + 0.67) + drivers > 4
+
+
+def test_node_types_come_from_the_monitors_own_config_less_the_nodes_it_has(tmp_path, monkeypatch):
+    # What `ray up` (and `ray start --head --autoscaling-config`) gives the monitor on the head node.
+    config = tmp_path / "ray_bootstrap_config.yaml"
+    config.write_text(
+        "max_workers: 5\n"
+        "head_node_type: head\n"
+        "available_node_types:\n"
+        "  head: {resources: {CPU: 0}, node_config: {}, max_workers: 0}\n"
+        "  cpu: {resources: {CPU: 32, decode: 1}, node_config: {}, min_workers: 0, max_workers: 4}\n"
+        "  gpu: {resources: {CPU: 192, GPU: 8}, node_config: {}, max_workers: 2}\n")
+    monkeypatch.setattr(preflight, "_monitor_config_path", lambda gcs: str(config))
+    import ray
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: type("Ctx", (), {"gcs_address": "127.0.0.1:1"})())
+    types = {name: (res, room) for name, res, room in preflight._node_types_from_monitor_config({"head": 1, "cpu": 3})}
+    # cpu: its own max 4 less 3 running; gpu: its own max 2, but the cluster's max_workers 5 leaves 5 - 3 = 2.
+    assert types["cpu"] == ({"CPU": 32.0, "decode": 1.0, "memory": float("inf")}, 1)
+    assert types["gpu"][1] == 2 and "head" not in types
+    # A node type without declared resources (a cloud provider fills them in): the types are unknown.
+    config.write_text("head_node_type: head\navailable_node_types:\n  head: {resources: {}}\n  cpu: {node_config: {}}\n")
+    assert preflight._node_types_from_monitor_config({}) is None
+    # Undeclared memory does not refuse a decode task that asks for some.
+    demand = training_demands(experiment("parallel.num_workers=1", "data.decode_memory_mb=4096"))
+    assert preflight._autoscaler_could_place(demand, [], [("cpu", {"CPU": 4.0, "memory": float("inf")}, 1)])
+    assert not preflight._autoscaler_could_place(demand, [], [("cpu", {"CPU": 4.0, "memory": 2.0 * 2**30}, 1)])

@@ -18,6 +18,7 @@ print(preflight.check([preflight.Demand('training workers', [{'CPU': 1.0}] * 3)]
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -139,7 +140,7 @@ def check(demands: list[Demand], wait_s: float = 0.0, fixes: str = "", poll_s: f
 
     if not could:
         why = ("" if node_types is None else
-               " (the autoscaler's node types cannot add what is missing either)")
+               f" (nor can the autoscaler: it may add {_fmt_node_types(node_types)})")
         raise ResourceError(message(f"this cluster cannot run this job{why}"))
     request = request_fn or request_from_autoscaler
     # request_resources() sets the cluster's whole target (packed onto the nodes as if they were idle):
@@ -162,6 +163,11 @@ def check(demands: list[Demand], wait_s: float = 0.0, fixes: str = "", poll_s: f
     raise ResourceError(message(f"the autoscaler did not add the missing nodes within {wait_setting}={wait_s:g} s"))
 
 
+def _fmt_node_types(node_types: list[tuple[str, dict, int]]) -> str:
+    return ", ".join(f"{room} more {name} {{{_fmt({k: v for k, v in res.items() if v != float('inf')})}}}"
+                     for name, res, room in node_types) or "no nodes"
+
+
 def _autoscaler_could_place(demands: list[Demand], nodes: list[Node], node_types: list[tuple[str, dict, int]]) -> bool:
     """Whether the current nodes plus every node the autoscaler may still launch would fit (unknown
     node types: assume it could, and let the wait decide)."""
@@ -173,11 +179,17 @@ def _autoscaler_could_place(demands: list[Demand], nodes: list[Node], node_types
 
 def autoscaler_node_types() -> list[tuple[str, dict[str, float], int]] | None:
     """(node type, its resources, how many more the autoscaler may launch) when the cluster has an
-    autoscaler; ``[]`` when one runs but its node types cannot be read from a driver (the config file
-    lives on the head; KubeRay keeps it in the operator); None when there is none (a plain
-    ``ray start``, a local instance: Ray's monitor then runs "read-only", one pseudo-type per node)."""
+    autoscaler; ``[]`` when one runs but its node types cannot be read (its config is neither published
+    in the GCS nor on this host: a driver off the head node, KubeRay's operator); None when there is none
+    (a plain ``ray start``, a local instance: Ray's monitor then runs "read-only", one pseudo-type per node)."""
     try:
-        return _node_types_from_cluster_config() or _autoscaler_from_status()
+        published = _node_types_from_cluster_config()
+        if published:
+            return published
+        in_use = _autoscaler_nodes_by_type()
+        if in_use is None:
+            return None
+        return _node_types_from_monitor_config(in_use) or []
     except Exception as exc:  # noqa: BLE001 - an unreadable autoscaler state means: do not wait
         log.debug("no autoscaler found: %s", exc)
         return None
@@ -194,21 +206,24 @@ def _node_types_from_cluster_config() -> list[tuple[str, dict[str, float], int]]
     return groups if any(room > 0 for _, _, room in groups) else None
 
 
-def _autoscaler_from_status() -> list | None:
-    """Autoscaler v1/v2 status: node types other than the read-only monitor's ``node_<id>`` mean a
-    real autoscaler runs. Its node types' resources are not in the status: ``[]``."""
+def _autoscaler_nodes_by_type() -> dict[str, int] | None:
+    """Nodes (running or being launched) per node type, from the autoscaler v1/v2 status; None when
+    no autoscaler that can add nodes runs (the read-only monitor's types are ``node_<id>``)."""
     import json
 
     import ray
     from ray.autoscaler.v2.utils import is_autoscaler_v2
 
     gcs = ray._private.worker.global_worker.gcs_client
+    counts: dict[str, int] = {}
     if is_autoscaler_v2(fetch_from_server=True, gcs_client=gcs):
         from ray.autoscaler.v2.sdk import get_cluster_status
 
         status = get_cluster_status(ray.get_runtime_context().gcs_address)
-        names = {n.ray_node_type_name for n in status.active_nodes + status.idle_nodes}
-        names |= {launch.ray_node_type_name for launch in status.pending_launches}
+        for n in status.active_nodes + status.idle_nodes:
+            counts[n.ray_node_type_name] = counts.get(n.ray_node_type_name, 0) + 1
+        for launch in status.pending_launches:
+            counts[launch.ray_node_type_name] = counts.get(launch.ray_node_type_name, 0) + launch.count
     else:
         raw = gcs.internal_kv_get(b"__autoscaling_status", None)
         if not raw:
@@ -217,11 +232,65 @@ def _autoscaler_from_status() -> list | None:
         if time.time() - float(status.get("time", 0)) > 120:
             return None  # stale: the monitor is gone
         report = status.get("autoscaler_report") or {}
-        names = set(report.get("active_nodes", {})) | set(report.get("pending_launches", {}))
+        for key in ("active_nodes", "pending_launches"):
+            for name, count in (report.get(key) or {}).items():
+                counts[name] = counts.get(name, 0) + int(count)
     known = {n["NodeID"] for n in ray.nodes()}  # dead ones too: a node that just died keeps its pseudo-type a while
-    if all(name.startswith("node_") and name[5:] in known for name in names):
+    if all(name.startswith("node_") and name[5:] in known for name in counts):
         return None  # the read-only monitor: nothing can be added
-    return []
+    return counts
+
+
+def _monitor_config_path(gcs_address: str) -> str | None:
+    """The ``--autoscaling-config`` of the monitor serving ``gcs_address``, when that monitor runs on
+    this host: a ``ray job submit`` entrypoint runs on the head node, where the monitor runs (``ray up``
+    gives it ~/ray_bootstrap_config.yaml; ``ray start --head --autoscaling-config=...`` the file named)."""
+    import glob
+
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:  # a process that ended meanwhile, or one we may not read
+            continue
+        if not any(a.endswith("autoscaler/_private/monitor.py") for a in args):
+            continue
+        if f"--gcs-address={gcs_address}" not in args:
+            continue
+        for a in args:
+            if a.startswith("--autoscaling-config="):
+                return os.path.expanduser(a.split("=", 1)[1])
+    return None
+
+
+def _node_types_from_monitor_config(in_use: dict[str, int]) -> list[tuple[str, dict[str, float], int]] | None:
+    """The worker node types of the autoscaling config file this cluster's monitor runs with, with room =
+    the type's ``max_workers`` less its nodes now (and never more than the cluster's ``max_workers`` left).
+    None when the file is not on this host or a node type does not declare its resources (a cloud
+    provider then fills them in from the instance type, which only the autoscaler knows)."""
+    import ray
+    import yaml
+
+    path = _monitor_config_path(ray.get_runtime_context().gcs_address)
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    head = cfg.get("head_node_type")
+    types = {name: t for name, t in (cfg.get("available_node_types") or {}).items() if name != head}
+    if not types or any("resources" not in t for t in types.values()):
+        return None
+    workers_now = sum(count for name, count in in_use.items() if name in types)
+    cluster_room = int(cfg.get("max_workers", 64)) - workers_now
+    out = []
+    for name, t in types.items():
+        resources = {k: float(v) for k, v in t["resources"].items()}
+        # A node type that does not declare memory gets what its machine has: do not refuse on memory.
+        resources.setdefault("memory", float("inf"))
+        room = min(int(t.get("max_workers", cfg.get("max_workers", 64))) - in_use.get(name, 0), cluster_room)
+        out.append((name, resources, max(0, room)))
+    log.debug("autoscaler node types from %s: %s", path, out)
+    return out
 
 
 def request_from_autoscaler(bundles: list[dict[str, float]]) -> None:
