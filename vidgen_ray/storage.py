@@ -19,8 +19,11 @@ SeaweedFS/MinIO and on a cluster against the real service:
   AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL (ignored when AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true),
   or ``?endpoint_override=`` in the URI. Region: AWS_REGION, then AWS_DEFAULT_REGION; with a custom
   endpoint it defaults to us-east-1 so that nothing asks AWS where a bucket lives (needs internet).
-- GCS: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server).
-- Azure: AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, else DefaultAzureCredential
+- GCS: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server);
+  GOOGLE_CLOUD_PROJECT. An emulator: STORAGE_EMULATOR_HOST=http://host:port (no credentials).
+- Azure: AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, else AZURE_STORAGE_CONNECTION_STRING
+  (AccountName, AccountKey or SharedAccessSignature, and BlobEndpoint for Azurite or a private
+  endpoint; ``UseDevelopmentStorage=true`` is Azurite's default), else DefaultAzureCredential
   (AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, managed identity, az login).
 
 Guarantees:
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import difflib
 import io
 import logging
@@ -136,11 +140,29 @@ class _S3Settings:
 
 
 @dataclass(frozen=True)
+class _GcsSettings:
+    endpoint: str | None  # host[:port] of an emulator (STORAGE_EMULATOR_HOST), None for Google itself
+    scheme: str  # "http" | "https"
+    project: str | None  # GOOGLE_CLOUD_PROJECT: only creating buckets needs it
+
+    def describe_endpoint(self) -> str:
+        return f"the GCS endpoint {self.scheme}://{self.endpoint}" if self.endpoint else "Google Cloud Storage"
+
+
+@dataclass(frozen=True)
 class _AzureSettings:
     account: str
     host_suffix: str  # "dfs.core.windows.net" style: what follows "<account>." in the URI
     account_key: str | None = field(repr=False)
     sas_token: str | None = field(repr=False)
+    # A blob endpoint other than <account>.blob.<suffix>: an emulator (Azurite) or a private endpoint,
+    # from AZURE_STORAGE_CONNECTION_STRING's BlobEndpoint; its host[:port] and scheme.
+    blob_authority: str | None = None
+    scheme: str = "https"
+
+    def describe_endpoint(self) -> str:
+        where = f"{self.scheme}://{self.blob_authority}" if self.blob_authority else f"{self.account}.{self.host_suffix}"
+        return f"storage account {self.account} ({where})"
 
 
 @dataclass(frozen=True)
@@ -149,8 +171,9 @@ class _Target:
 
     scheme: str  # "file" | "s3" | "gs" | "abfs"
     path: str  # what the pyarrow filesystem takes ("bucket/key", "/abs/path", "container/key")
-    settings: _S3Settings | _AzureSettings | None = None
+    settings: _S3Settings | _GcsSettings | _AzureSettings | None = None
     uri_style: str = ""  # local: "" (plain path) or "file://"; abfs: "abfs" or "abfss"
+    short: bool = False  # abfs://container/key: the account came from the environment, not the URI
 
     @property
     def bucket(self) -> str:
@@ -175,6 +198,8 @@ class _Target:
             return f"gs://{path}"
         assert isinstance(self.settings, _AzureSettings)
         container, _, rest = path.partition("/")
+        if self.short:
+            return f"{self.uri_style}://{path}"
         host = f"{self.settings.account}.{self.settings.host_suffix}"
         return f"{self.uri_style}://{container}@{host}/{rest}"
 
@@ -246,30 +271,84 @@ def _s3_settings(uri: str, query: str) -> _S3Settings:
     )
 
 
+# Azurite's well-known development account (`UseDevelopmentStorage=true`), as every Azure SDK spells it out.
+_AZURITE_ACCOUNT = "devstoreaccount1"
+_AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _azure_connection_string() -> dict[str, str]:
+    """AZURE_STORAGE_CONNECTION_STRING as a dict (``Key=value;...``, the Azure SDKs' and Azurite's
+    convention); ``UseDevelopmentStorage=true`` expands to Azurite's default account and endpoint."""
+    raw = _env("AZURE_STORAGE_CONNECTION_STRING")
+    if not raw:
+        return {}
+    fields = {}
+    for part in raw.split(";"):
+        if part.strip():
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise UnsupportedURIError(
+                    f"AZURE_STORAGE_CONNECTION_STRING has {key.strip()!r} without '=': write Key=value;Key=value "
+                    "(AccountName, AccountKey, SharedAccessSignature, BlobEndpoint, ...)"
+                )
+            fields[key.strip()] = value.strip()
+    if fields.get("UseDevelopmentStorage", "").lower() == "true":
+        fields = {"AccountName": _AZURITE_ACCOUNT, "AccountKey": _AZURITE_KEY,
+                  "BlobEndpoint": f"http://127.0.0.1:10000/{_AZURITE_ACCOUNT}", **fields}
+    return fields
+
+
 def _azure_target(uri: str, scheme: str, rest: str) -> _Target:
+    conn = _azure_connection_string()
     host, _, key = rest.partition("/")
     if "@" in host:
         container, _, fqdn = host.partition("@")
         account, _, suffix = fqdn.partition(".")
         suffix = suffix or "dfs.core.windows.net"
     else:
-        container, account, suffix = host, _env("AZURE_STORAGE_ACCOUNT_NAME"), "dfs.core.windows.net"
+        container, suffix = host, "dfs.core.windows.net"
+        account = _env("AZURE_STORAGE_ACCOUNT_NAME") or conn.get("AccountName")
         if not account:
             raise UnsupportedURIError(
-                f"no Azure storage account in {uri!r}: write abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/path "
-                "or set AZURE_STORAGE_ACCOUNT_NAME"
+                f"no Azure storage account in {uri!r}: write abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/path, "
+                "or set AZURE_STORAGE_ACCOUNT_NAME or AZURE_STORAGE_CONNECTION_STRING"
             )
     if not container or not account:
         raise UnsupportedURIError(
             f"{uri!r} needs a container and an account: abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/path"
         )
+    # The connection string speaks for its own account only.
+    conn = conn if conn.get("AccountName", account) == account else {}
+    authority, endpoint_scheme = None, "https"
+    if conn.get("BlobEndpoint"):
+        m = re.match(r"^(https?)://([^/?#]+)(/[^?#]*)?$", conn["BlobEndpoint"])
+        if not m:
+            raise UnsupportedURIError(
+                f"BlobEndpoint {conn['BlobEndpoint']!r} in AZURE_STORAGE_CONNECTION_STRING is not http(s)://host[:port][/account]"
+            )
+        endpoint_scheme, authority = m.group(1), m.group(2)
     settings = _AzureSettings(
         account=account,
         host_suffix=suffix,
-        account_key=_env("AZURE_STORAGE_ACCOUNT_KEY"),
-        sas_token=_env("AZURE_STORAGE_SAS_TOKEN"),
+        account_key=_env("AZURE_STORAGE_ACCOUNT_KEY") or conn.get("AccountKey"),
+        sas_token=_env("AZURE_STORAGE_SAS_TOKEN") or conn.get("SharedAccessSignature"),
+        blob_authority=authority,
+        scheme=endpoint_scheme,
     )
-    return _Target("abfs", _join_key(container, key), settings, uri_style=scheme)
+    return _Target("abfs", _join_key(container, key), settings, uri_style=scheme, short="@" not in host)
+
+
+def _gcs_settings() -> _GcsSettings:
+    """STORAGE_EMULATOR_HOST (``http://host:port``, the Google Cloud client libraries' convention for
+    an emulator) or Google itself; GOOGLE_CLOUD_PROJECT for bucket creation."""
+    project = _env("GOOGLE_CLOUD_PROJECT") or _env("CLOUDSDK_CORE_PROJECT")
+    emulator = _env("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return _GcsSettings(None, "https", project)
+    m = re.match(r"^(?:(https?)://)?([^/?#]+)/?$", emulator)
+    if not m:
+        raise UnsupportedURIError(f"STORAGE_EMULATOR_HOST={emulator!r} is not http(s)://host[:port]")
+    return _GcsSettings(m.group(2), m.group(1) or "http", project)
 
 
 def _join_key(bucket: str, key: str) -> str:
@@ -305,7 +384,7 @@ def _parse(uri: str) -> _Target:
     if scheme == "gs":
         if query:
             raise UnsupportedURIError(f"query parameters are not supported for gs:// URIs ({uri!r})")
-        return _Target("gs", _join_key(bucket, key))
+        return _Target("gs", _join_key(bucket, key), _gcs_settings())
     return _Target("s3", _join_key(bucket, key), _s3_settings(uri, query))
 
 
@@ -314,6 +393,7 @@ def _parse(uri: str) -> _Target:
 # ---------------------------------------------------------------------------------------------------
 
 _FS_CACHE: dict[tuple, pafs.FileSystem] = {}
+_GCS_CLIENT_RETRY = datetime.timedelta(seconds=1)  # 0 would make no attempt at all
 _FS_LOCK = threading.Lock()
 _LOCAL_FS = pafs.LocalFileSystem()
 
@@ -336,7 +416,16 @@ def _make_filesystem(target: _Target) -> pafs.FileSystem:
             allow_bucket_deletion=False,
         )
     if target.scheme == "gs":
-        return pafs.GcsFileSystem()
+        g = target.settings
+        assert isinstance(g, _GcsSettings)
+        # The Google client's own retry policy runs up to 15 minutes per call by default: with_retries is
+        # the one policy here, so the client gives up after its first second.
+        gcs: dict = {"retry_time_limit": _GCS_CLIENT_RETRY}
+        if g.project:
+            gcs["project_id"] = g.project
+        if g.endpoint:  # an emulator takes no credentials; bucket creation still wants a project
+            gcs.update(anonymous=True, endpoint_override=g.endpoint, scheme=g.scheme, project_id=g.project or "vidgen")
+        return pafs.GcsFileSystem(**gcs)
     a = target.settings
     assert isinstance(a, _AzureSettings)
     kwargs: dict = {"account_name": a.account}
@@ -344,7 +433,10 @@ def _make_filesystem(target: _Target) -> pafs.FileSystem:
         kwargs["account_key"] = a.account_key
     elif a.sas_token:
         kwargs["sas_token"] = a.sas_token
-    if a.host_suffix != "dfs.core.windows.net":  # sovereign clouds: core.chinacloudapi.cn, ...
+    if a.blob_authority:  # Azurite or a private endpoint: the account is the URL's first path segment
+        kwargs.update(blob_storage_authority=a.blob_authority, dfs_storage_authority=a.blob_authority,
+                      blob_storage_scheme=a.scheme, dfs_storage_scheme=a.scheme)
+    elif a.host_suffix != "dfs.core.windows.net":  # sovereign clouds: core.chinacloudapi.cn, ...
         tail = a.host_suffix.split(".", 1)[-1]
         kwargs.update(blob_storage_authority=f".blob.{tail}", dfs_storage_authority=f".dfs.{tail}")
     return pafs.AzureFileSystem(**kwargs)
@@ -491,10 +583,11 @@ def _credentials_hint(target: _Target) -> str:
             "or the instance profile) and that this identity may access the bucket"
         )
     if target.scheme == "gs":
-        return "check GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`) and the bucket's IAM"
+        return ("check GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`) and the bucket's IAM, "
+                "or STORAGE_EMULATOR_HOST for an emulator")
     if target.scheme == "abfs":
         return (
-            "check AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_SAS_TOKEN, or the Azure identity (AZURE_CLIENT_ID / "
+            "check AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_KEY / AZURE_STORAGE_SAS_TOKEN, or the Azure identity (AZURE_CLIENT_ID / "
             "AZURE_TENANT_ID / AZURE_CLIENT_SECRET, managed identity, az login) and its role on the container"
         )
     return "check the file permissions"
@@ -504,10 +597,10 @@ def _where(target: _Target) -> str:
     if target.scheme == "s3":
         assert isinstance(target.settings, _S3Settings)
         return f"endpoint {target.settings.describe_endpoint()}"
-    if target.scheme == "abfs":
-        assert isinstance(target.settings, _AzureSettings)
-        return f"storage account {target.settings.account}"
-    return "Google Cloud Storage" if target.scheme == "gs" else "the local file system"
+    if target.scheme in ("abfs", "gs"):
+        assert isinstance(target.settings, (_AzureSettings, _GcsSettings))
+        return target.settings.describe_endpoint()
+    return "the local file system"
 
 
 def _bucket_missing(target: _Target) -> bool:
@@ -1092,10 +1185,24 @@ def delete(uri: str, recursive: bool = False, missing_ok: bool = False) -> None:
         return
     if not recursive:
         raise StorageError(f"{target.uri()} is a folder/prefix: pass recursive=True to delete everything under it")
-    if target.scheme != "file" and not target.key:
-        _run(target, "deleting", lambda: fs.delete_dir_contents(target.path, missing_dir_ok=True))
-    else:
+    if target.scheme == "file":
         _run(target, "deleting", lambda: fs.delete_dir(target.path))
+        return
+
+    def delete_prefix() -> None:
+        if target.scheme == "s3":
+            fs.delete_dir_contents(target.path, missing_dir_ok=True)  # batched: 1,000 keys a request
+        else:
+            # GCS's and flat Azure's "folders" exist only through their objects; pyarrow's delete_dir
+            # wants a folder marker that object writes never make, so delete what the listing shows.
+            for info in fs.get_file_info(pafs.FileSelector(target.path, recursive=True, allow_not_found=True)):
+                if info.type == pafs.FileType.File:
+                    fs.delete_file(info.path)
+        if target.key:  # a folder marker or (Azure with a hierarchical namespace) a real directory, if any
+            with contextlib.suppress(OSError):
+                fs.delete_dir(target.path)
+
+    _run(target, "deleting", delete_prefix)
 
 
 def copy(src: str, dst: str, chunk_size: int = DEFAULT_PART_SIZE) -> None:
