@@ -53,6 +53,8 @@ class S3Server:
     start_seconds: float  # from process start to the first successful S3 request
     process: subprocess.Popen = field(repr=False)
     ports: tuple[int, ...] = ()
+    command: list[str] = field(default_factory=list, repr=False)  # what started it: restart() runs it again
+    master_port: int = 0
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that make `storage.resolve("s3://...")` (and boto3, the aws CLI)
@@ -186,28 +188,51 @@ def start_s3_server(root: Path) -> S3Server:
     names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc", "webdav"]
     ports = dict(zip(names, _free_ports(len(names))))
     ports["admin"] = _admin_port(set(ports.values()))
-    log_path = root / "weed.log"
-    env = dict(os.environ, TMPDIR=str(root))  # the gRPC unix sockets go to $TMPDIR: keep them in root
-    started = time.monotonic()
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            _weed_command(weed, data_dir, ports, config),
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=root, env=env, start_new_session=True, preexec_fn=_die_with_parent,
-        )
+    command = _weed_command(weed, data_dir, ports, config)
     server = S3Server(
         endpoint=f"http://127.0.0.1:{ports['s3']}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, region=REGION,
-        data_dir=data_dir, log_path=log_path, start_seconds=0.0, process=process, ports=(*ports.values(), ports["admin"] + 10000),
+        data_dir=data_dir, log_path=root / "weed.log", start_seconds=0.0, process=None,  # type: ignore[arg-type]
+        ports=(*ports.values(), ports["admin"] + 10000), command=command, master_port=ports["master"],
     )
+    _launch(server)
+    return server
+
+
+def _launch(server: S3Server, die_with_parent: bool = True) -> None:
+    """Run the server's command (on its data folder and ports) and wait until it serves S3.
+    ``die_with_parent``: SIGTERM it when the launching *thread* ends (prctl's parent-death signal
+    follows the thread), so a launch from a helper thread must go without it."""
+    root = server.data_dir.parent
+    env = dict(os.environ, TMPDIR=str(root))  # the gRPC unix sockets go to $TMPDIR: keep them in root
+    started = time.monotonic()
+    with open(server.log_path, "ab") as log_file:
+        server.process = subprocess.Popen(
+            server.command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=root, env=env, start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None,
+        )
     client = server.client()
-    while not _ready(client, ports["master"]):
+    while not _ready(client, server.master_port):
+        process = server.process
         if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_S:
             why = f"exited with {process.returncode}" if process.poll() is not None else f"not ready after {START_TIMEOUT_S:.0f}s"
             stop_s3_server(server)
-            raise RuntimeError(f"SeaweedFS {why}; last lines of {log_path}:\n{server.log_tail()}")
+            raise RuntimeError(f"SeaweedFS {why}; last lines of {server.log_path}:\n{server.log_tail()}")
         time.sleep(0.05)
     server.start_seconds = time.monotonic() - started
-    return server
+
+
+def kill_s3_server(server: S3Server) -> None:
+    """An outage: SIGKILL, as a crash or a lost node would end it (no graceful shutdown)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(STOP_GRACE_S)
+    _remove_stray_sockets(server.ports)
+
+
+def restart_s3_server(server: S3Server) -> None:
+    """Start a killed server again on the same data folder and ports (its objects are still there).
+    Safe from any thread; the fixture that started the server still stops it."""
+    _launch(server, die_with_parent=False)
 
 
 def stop_s3_server(server: S3Server) -> None:

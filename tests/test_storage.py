@@ -115,7 +115,7 @@ def test_remote_reads_fetch_whole_blocks(s3_bucket):
     uri = storage.join(s3_bucket, "seq.bin")
     storage.write_bytes(uri, data)
     fs, path = storage.resolve(uri)
-    raw = storage._ReadAheadFile(fs.open_input_file(path), storage._parse(uri), block_size=256 * 1024, max_blocks=2)
+    raw = storage._ObjectFile(fs.open_input_file(path), storage._parse(uri), block_size=256 * 1024, max_blocks=2)
     chunks = []
     while chunk := raw.read(32 * 1024):
         chunks.append(chunk)
@@ -161,12 +161,12 @@ def test_failed_write_leaves_nothing_under_the_final_name(root):
 
 
 @pytest.mark.s3
-def test_failed_multipart_upload_is_aborted(s3_bucket, s3_server):
+def test_a_write_that_raises_sends_nothing_to_s3(s3_bucket, s3_server):
+    # Larger than a part: spooled to a local file, never started as a multipart upload.
     client, bucket = s3_server.client(), s3_bucket[len("s3://") :]
     with pytest.raises(KeyboardInterrupt):
         with storage.open_output(storage.join(s3_bucket, "ckpt.bin"), part_size=5 * 2**20) as f:
             f.write(_random_bytes(11 * 2**20))
-            assert client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # in progress now
             raise KeyboardInterrupt
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert "Contents" not in client.list_objects_v2(Bucket=bucket)
@@ -282,24 +282,31 @@ def test_resolve_local_paths(tmp_path):
     assert storage.join(f"file://{tmp_path}", "b", "c.mp4") == f"file://{tmp_path}/b/c.mp4"
 
 
+def _client(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """The store's own client inside what ``resolve`` hands out."""
+    return fs.handler.fs
+
+
 def test_resolve_s3_endpoint_region_and_cache(clean_aws_env):
     env = clean_aws_env
     fs, path = storage.resolve("s3://bucket/videos/a.mp4")
-    assert isinstance(fs, pafs.S3FileSystem) and path == "bucket/videos/a.mp4"
+    # Handed out wrapped (every call keeps the retry policy), around the store's own client.
+    assert isinstance(fs, pafs.PyFileSystem) and isinstance(_client(fs), pafs.S3FileSystem) and path == "bucket/videos/a.mp4"
 
     env.setenv("AWS_ENDPOINT_URL", "http://generic:1")
     env.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
     target = storage._parse("s3://bucket/k")
     assert (target.settings.endpoint, target.settings.scheme, target.settings.region) == ("127.0.0.1:9000", "http", "us-east-1")
-    fs = storage.filesystem_for("s3://bucket/k")
+    outer = storage.filesystem_for("s3://bucket/k")
+    fs = _client(outer)
     assert fs.region == "us-east-1"  # a custom endpoint never triggers region lookup at AWS
-    assert pickle.loads(pickle.dumps(fs)).equals(fs)  # Ray tasks and Ray Data get it by pickle
-    assert storage.filesystem_for("s3://other/k") is fs  # cached per endpoint and credentials
+    assert pickle.loads(pickle.dumps(outer)).equals(outer)  # Ray tasks and Ray Data get it by pickle
+    assert _client(storage.filesystem_for("s3://other/k")) is fs  # cached per endpoint and credentials
 
     env.setenv("AWS_REGION", "eu-west-1")
     env.setenv("AWS_ACCESS_KEY_ID", "k2")
     env.setenv("AWS_SECRET_ACCESS_KEY", "s2")
-    fs2 = storage.filesystem_for("s3://bucket/k")
+    fs2 = _client(storage.filesystem_for("s3://bucket/k"))
     assert fs2 is not fs and fs2.region == "eu-west-1"
     env.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
     assert storage._parse("s3://bucket/k").settings.endpoint is None
@@ -317,20 +324,20 @@ def test_resolve_s3_endpoint_region_and_cache(clean_aws_env):
 
 def test_resolve_gcs_and_azure_without_network(clean_aws_env):
     fs, path = storage.resolve("gs://bucket/videos/a.mp4")
-    assert isinstance(fs, pafs.GcsFileSystem) and path == "bucket/videos/a.mp4"
+    assert isinstance(_client(fs), pafs.GcsFileSystem) and path == "bucket/videos/a.mp4"
 
     uri = "abfs://container@myaccount.dfs.core.windows.net/videos/a.mp4"
     fs, path = storage.resolve(uri)
-    assert isinstance(fs, pafs.AzureFileSystem) and path == "container/videos/a.mp4"
-    assert fs.__reduce__()[1][0]["account_name"] == "myaccount"
+    assert isinstance(_client(fs), pafs.AzureFileSystem) and path == "container/videos/a.mp4"
+    assert _client(fs).__reduce__()[1][0]["account_name"] == "myaccount"
     assert storage._parse(uri).uri() == uri  # listings give back URIs of the same form
 
     clean_aws_env.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
     clean_aws_env.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")
     fs, path = storage.resolve("abfss://container/x")
-    args = fs.__reduce__()[1][0]
+    args = _client(fs).__reduce__()[1][0]
     assert (args["account_name"], args["account_key"], path) == ("envaccount", "a2V5", "container/x")
-    china = storage.resolve("abfs://c@acct.dfs.core.chinacloudapi.cn/x")[0].__reduce__()[1][0]
+    china = _client(storage.resolve("abfs://c@acct.dfs.core.chinacloudapi.cn/x")[0]).__reduce__()[1][0]
     assert china["dfs_storage_authority"] == ".dfs.core.chinacloudapi.cn"
 
 
@@ -353,7 +360,7 @@ def test_emulator_and_connection_string_conventions(clean_aws_env):
     assert (a.account, a.blob_authority, a.scheme, a.account_key) == (
         "devstoreaccount1", "127.0.0.1:10000", "http", storage._AZURITE_KEY)
     assert target.uri() == "abfs://container/videos/a.mp4"  # listings give back the form the user wrote
-    args = storage.resolve("abfs://container/x")[0].__reduce__()[1][0]
+    args = _client(storage.resolve("abfs://container/x")[0]).__reduce__()[1][0]
     assert (args["blob_storage_authority"], args["blob_storage_scheme"]) == ("127.0.0.1:10000", "http")
     # A connection string speaks for its own account only: another account in the URI does not get its key.
     other = storage._parse("abfs://c@elsewhere.dfs.core.windows.net/x").settings
@@ -364,6 +371,11 @@ def test_emulator_and_connection_string_conventions(clean_aws_env):
 
 
 def test_join_keeps_scheme_and_handles_slashes():
+    # URIs that carry their endpoint end in a query: names and parents must look past it.
+    q = "s3://b/runs/ckpt_2/meta.json?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert storage.basename(q) == "meta.json"
+    assert storage.dirname(q) == "s3://b/runs/ckpt_2?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert storage.basename("/data/x/a.mp4") == "a.mp4" and storage.dirname("/data/x/a.mp4") == "/data/x"
     assert storage.join("s3://b/", "x/", "/y.mp4") == "s3://b/x/y.mp4"
     assert storage.join("gs://b/prefix", "") == "gs://b/prefix"
     assert storage.join("/data/run", "ckpt", "meta.json") == "/data/run/ckpt/meta.json"
@@ -383,7 +395,7 @@ class _Flaky:
         return "ok"
 
 
-def test_transient_errors_are_retried_with_backoff():
+def test_transient_errors_are_retried_with_backoff_within_the_time_budget(monkeypatch):
     sleeps: list[float] = []
     flaky = _Flaky([
         OSError("When reading 'k' in bucket 'b': AWS Error SLOW_DOWN during GetObject operation: reduce your rate"),
@@ -391,12 +403,25 @@ def test_transient_errors_are_retried_with_backoff():
     ])
     assert storage.with_retries(flaky, base_delay=0.1, max_delay=0.15, sleep=sleeps.append) == "ok"
     assert flaky.calls == 3
-    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.1 and 0 <= sleeps[1] <= 0.15  # full jitter, capped
+    assert len(sleeps) == 2 and 0.05 <= sleeps[0] <= 0.1 and 0.075 <= sleeps[1] <= 0.15  # upper half, capped
 
-    always = _Flaky([TimeoutError("timed out")] * 10)
+    # A fake clock: the waits add up until the next one would pass the budget, then the error surfaces.
+    now = [0.0]
+    always = _Flaky([TimeoutError("timed out")] * 100)
     with pytest.raises(TimeoutError) as info:
-        storage.with_retries(always, attempts=4, sleep=lambda s: None, what="reading s3://b/k")
-    assert always.calls == 4 and "gave up after 4 attempts" in "".join(info.value.__notes__)
+        storage.with_retries(always, seconds=10, sleep=lambda d: now.__setitem__(0, now[0] + d), clock=lambda: now[0],
+                             what="reading s3://b/k")
+    note = "".join(info.value.__notes__)
+    assert 6 <= always.calls <= 9 and now[0] <= 10 and "VIDGEN_STORAGE_RETRY_S=10" in note, (always.calls, now, note)
+    # The budget comes from the environment; 0 tries once.
+    monkeypatch.setenv("VIDGEN_STORAGE_RETRY_S", "0")
+    once = _Flaky([TimeoutError("timed out")] * 3)
+    with pytest.raises(TimeoutError):
+        storage.with_retries(once, sleep=lambda d: pytest.fail("must not sleep"))
+    assert once.calls == 1
+    monkeypatch.setenv("VIDGEN_STORAGE_RETRY_S", "soon")
+    with pytest.raises(storage.UnsupportedURIError, match="VIDGEN_STORAGE_RETRY_S"):
+        storage.retry_seconds()
 
 
 @pytest.mark.parametrize(

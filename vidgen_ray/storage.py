@@ -29,12 +29,15 @@ SeaweedFS/MinIO and on a cluster against the real service:
 Guarantees:
 
 - Writes are atomic: nothing half-written ever appears under the final name. Local files go to a
-  temporary file in the same folder and are renamed with ``os.replace``. S3 objects are uploaded with
-  boto3 (one PUT, or a multipart upload that is *aborted* on error): pyarrow's S3 output stream cannot
-  be aborted from Python and completes the upload with whatever was written even when the writer
-  raised. GCS/Azure objects are written under a temporary name and moved into place.
-- Transient errors (timeouts, connection resets, 5xx, SlowDown/throttling) are retried with
-  exponential backoff and jitter; NotFound and AccessDenied never are.
+  temporary file in the same folder and are renamed with ``os.replace``. Object-store writes are
+  spooled locally and uploaded at the end: S3 with boto3's managed upload (one PUT, or a multipart
+  upload it aborts on error; pyarrow's S3 output stream cannot be aborted from Python and completes the
+  upload with whatever was written even when the writer raised), GCS/Azure under a temporary name,
+  then moved into place.
+- Transient errors (timeouts, refused or reset connections, 5xx, SlowDown/throttling) are retried with
+  exponential backoff for up to VIDGEN_STORAGE_RETRY_S seconds (default 60): one policy, the clients'
+  own retries switched off under it. NotFound and AccessDenied never are retried; an outage longer than
+  the policy fails naming the endpoint and how long it was retried.
 - Every failure becomes a ``StorageError`` whose message names the URI and what to fix.
 """
 
@@ -50,15 +53,15 @@ import os
 import random
 import re
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qsl
 
+import fsspec.spec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -399,6 +402,7 @@ _LOCAL_FS = pafs.LocalFileSystem()
 
 
 def _make_filesystem(target: _Target) -> pafs.FileSystem:
+    """The client for ``target``'s store, with its own retries off: ``with_retries`` is the one policy."""
     if target.scheme == "file":
         return _LOCAL_FS
     if target.scheme == "s3":
@@ -414,6 +418,8 @@ def _make_filesystem(target: _Target) -> pafs.FileSystem:
             # Requests to a bucket that does not exist must fail, not create it.
             allow_bucket_creation=False,
             allow_bucket_deletion=False,
+            # One retry policy (with_retries): the AWS SDK's own would try each call 3 times under it.
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1),
         )
     if target.scheme == "gs":
         g = target.settings
@@ -452,12 +458,16 @@ def _filesystem(target: _Target) -> pafs.FileSystem:
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """URI -> (pyarrow FileSystem, path that filesystem takes). Filesystems are cached per scheme,
-    endpoint, region and credentials; they pickle, so Ray tasks and Ray Data (``filesystem=``) can
-    take them. Explicit AWS_* keys from the environment travel with the pickle; profile and
-    instance-profile credentials are looked up again where the filesystem is unpickled."""
+    """URI -> (pyarrow FileSystem, path that filesystem takes), for code outside this module: Ray
+    Train's checkpoint upload and snapshots, Ray Data's writes, Tune. An object store comes wrapped in
+    ``_RetryingHandler``, so every call the caller makes keeps this module's retry policy, block-cached
+    reads and spooled uploads. It pickles (Ray tasks and ``filesystem=`` arguments take it): the store's
+    settings travel, explicit AWS_* keys from the environment with them; profile and instance-profile
+    credentials are looked up again where it is unpickled."""
     target = _parse(uri)
-    return _filesystem(target), target.path
+    if target.scheme == "file":
+        return _LOCAL_FS, target.path
+    return pafs.PyFileSystem(_RetryingHandler(target.with_path(target.bucket))), target.path
 
 
 def filesystem_for(uri: str) -> pafs.FileSystem:
@@ -468,6 +478,27 @@ def local_path(uri: str) -> str | None:
     """The local path of a local URI (plain path or file://), None for object storage."""
     target = _parse(uri)
     return target.path if target.scheme == "file" else None
+
+
+def _without_query(uri: str) -> tuple[str, str]:
+    """("s3://b/k", "?endpoint_override=...") for an object-store URI with a query; (uri, "") otherwise."""
+    uri = os.fspath(uri)
+    scheme, _ = _split_scheme(uri)
+    if scheme not in ("", "file") and "?" in uri:
+        head, query = uri.split("?", 1)
+        return head, "?" + query
+    return uri, ""
+
+
+def basename(uri: str) -> str:
+    """The last path segment: basename("s3://b/x/m.parquet?region=r") == "m.parquet"."""
+    return _without_query(uri)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def dirname(uri: str) -> str:
+    """The parent, keeping scheme and query: dirname("s3://b/x/m.json?region=r") == "s3://b/x?region=r"."""
+    head, query = _without_query(uri)
+    return head.rstrip("/").rsplit("/", 1)[0] + query
 
 
 def join(base: str, *parts: str) -> str:
@@ -499,7 +530,7 @@ _TRANSIENT_PATTERNS = re.compile(
     r"ServiceUnavailable|INTERNAL_FAILURE|InternalError|REQUEST_TIMEOUT|RequestTimeout|"
     r"HTTP status (?:5\d\d|429)|status code:? (?:5\d\d|429)|Connection reset|connection was closed|"
     r"Connection was closed|Broken pipe|timed out|Timeout was reached|Could not connect|Couldn't connect|"
-    r"UNAVAILABLE|DEADLINE_EXCEEDED|ServerBusy|OperationTimedOut"
+    r"UNAVAILABLE|DEADLINE_EXCEEDED|ServerBusy|OperationTimedOut|\(5\d\d\)|Could not connect to the endpoint"
 )
 _ACCESS_PATTERNS = re.compile(
     r"ACCESS_DENIED|AccessDenied|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|INVALID_ACCESS_KEY_ID|"
@@ -516,8 +547,10 @@ _REGION_PATTERNS = re.compile(
 
 def _is_botocore_transient(exc: BaseException) -> bool | None:
     """True/False for botocore exceptions, None for anything else (botocore is only imported if in use)."""
-    if not type(exc).__module__.startswith(("botocore", "urllib3", "s3transfer")):
+    if not type(exc).__module__.startswith(("botocore", "urllib3", "s3transfer", "boto3")):
         return None
+    if type(exc).__module__.startswith("boto3"):  # S3UploadFailedError: the managed upload's ClientError, as text
+        return bool(_TRANSIENT_PATTERNS.search(str(exc)))
     from botocore import exceptions as bx
 
     if isinstance(exc, bx.ClientError):
@@ -547,33 +580,63 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+RETRY_ENV = "VIDGEN_STORAGE_RETRY_S"
+DEFAULT_RETRY_S = 60.0  # rides out an endpoint restart or a throttling burst; a longer outage fails
+
+
+def retry_seconds() -> float:
+    """How long transient errors are retried, from VIDGEN_STORAGE_RETRY_S (seconds; 0 = try once)."""
+    raw = _env(RETRY_ENV)
+    if raw is None:
+        return DEFAULT_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise UnsupportedURIError(f"{RETRY_ENV}={raw!r} must be a number of seconds >= 0 (default {DEFAULT_RETRY_S:g})")
+    return value
+
+
 def with_retries(
     fn: Callable[[], T],
     *,
-    attempts: int = 5,
+    seconds: float | None = None,
     base_delay: float = 0.2,
     max_delay: float = 5.0,
     what: str = "storage operation",
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Call ``fn()``; on a transient error wait base_delay * 2**i (capped, with full jitter) and try
-    again, up to ``attempts`` calls in all. Other errors propagate at once. The last error is
-    re-raised with a note saying how many attempts were made."""
-    if attempts < 1:
-        raise ValueError(f"attempts must be >= 1, got {attempts}")
-    for attempt in range(1, attempts + 1):
+    """Call ``fn()``; on a transient error wait and try again until ``seconds`` (default: ``retry_seconds()``)
+    have passed since the first call. The waits double from ``base_delay`` up to ``max_delay``, each drawn
+    from its upper half (equal jitter: spread out, yet never near zero, so an outage of a few seconds is
+    waited out in a bounded number of calls). Other errors propagate at once. The last error gets a note
+    saying how many attempts were made over how long.
+
+    This is the one retry policy: the clients underneath are configured not to retry on their own
+    (pyarrow's S3 and GCS clients, boto3); only the Azure SDK inside pyarrow keeps its built-in few
+    retries (about 6 s), which pyarrow does not expose."""
+    budget = retry_seconds() if seconds is None else seconds
+    start = clock()
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return fn()
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            if attempt == attempts:
-                exc.add_note(f"{what}: gave up after {attempts} attempts on transient errors")
+            elapsed = clock() - start
+            cap = min(max_delay, base_delay * 2 ** (attempt - 1))
+            delay = random.uniform(cap / 2, cap)
+            if elapsed + delay > budget:
+                exc.add_note(f"{what}: gave up after {attempt} attempt(s) over {elapsed:.1f} s of transient errors "
+                             f"({RETRY_ENV}={budget:g})")
                 raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
-            log.warning("%s: transient error (attempt %d/%d), retrying in %.2fs: %s", what, attempt, attempts, delay, exc)
+            log.warning("%s: transient error (attempt %d, %.1f s of %g), retrying in %.2fs: %s",
+                        what, attempt, elapsed, budget, delay, exc)
             sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def _credentials_hint(target: _Target) -> str:
@@ -658,8 +721,10 @@ def _translate(exc: BaseException, target: _Target, action: str) -> BaseExceptio
             if target.scheme == "s3"
             else "check the network and try again"
         )
+        retried = " ".join(getattr(exc, "__notes__", [])) or "not retried"
         return StorageError(
-            f"{action} {uri} failed at {_where(target)} with a transient error that did not go away: {hint}. Cause: {exc}"
+            f"{action} {uri} failed at {_where(target)} with a transient error that did not go away ({retried}): "
+            f"{hint}. Cause: {exc}"
         )
     return StorageError(f"{action} {uri} failed at {_where(target)}: {exc}")
 
@@ -759,87 +824,36 @@ def size(uri: str) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-class _ReadAheadFile(io.RawIOBase):
-    """A remote random-access file read in aligned blocks, keeping the last few in memory.
-
-    Readers such as FFmpeg ask for 32 KiB at a time; on an object store each of those would be one
-    ranged GET with tens of milliseconds of latency. Fetching whole blocks turns a sequential read
-    into size/block requests and keeps the moov atom / index blocks around when the reader seeks
-    back and forth."""
+class _ObjectFile(fsspec.spec.AbstractBufferedFile):
+    """A remote object read through fsspec's block cache: aligned ``block_size`` ranged GETs, the last
+    ``max_blocks`` kept. Readers such as FFmpeg ask for 32 KiB at a time; on an object store each would
+    be one GET with tens of milliseconds of latency, and they seek back to the index (moov atom) often."""
 
     def __init__(self, native: pa.NativeFile, target: _Target, block_size: int, max_blocks: int = 4) -> None:
-        super().__init__()
         self._native, self._target = native, target
-        self._size = native.size()
-        self._block_size, self._max_blocks = block_size, max_blocks
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._pos = 0
         self.requests = 0  # ranged GETs made, for tests and benchmarks
+        super().__init__(None, target.uri(), mode="rb", block_size=block_size, cache_type="blockcache",
+                         cache_options={"maxblocks": max_blocks}, size=native.size())
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def size(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def _block(self, index: int) -> bytes:
-        block = self._blocks.get(index)
-        if block is not None:
-            self._blocks.move_to_end(index)
-            return block
-        start = index * self._block_size
-        length = min(self._block_size, self._size - start)
-        block = _run(self._target, "reading", lambda: self._native.read_at(length, start))
+    def _fetch_range(self, start: int, end: int) -> bytes:
         self.requests += 1
-        self._blocks[index] = block
-        while len(self._blocks) > self._max_blocks:
-            self._blocks.popitem(last=False)
-        return block
-
-    def readinto(self, buffer) -> int:
-        out = memoryview(buffer).cast("B")
-        want = min(len(out), max(0, self._size - self._pos))
-        done = 0
-        while done < want:
-            index, offset = divmod(self._pos, self._block_size)
-            chunk = self._block(index)[offset : offset + want - done]
-            if not chunk:  # the object shrank since it was opened
-                break
-            out[done : done + len(chunk)] = chunk
-            done += len(chunk)
-            self._pos += len(chunk)
-        return done
+        return _run(self._target, "reading", lambda: self._native.read_at(end - start, start))
 
     def close(self) -> None:
-        if not self.closed:
-            self._native.close()
-            self._blocks.clear()
         super().close()
+        self._native.close()
 
 
 def open_input(uri: str, block_size: int = DEFAULT_READ_BLOCK) -> pa.NativeFile:
     """A seekable, streaming input file (pyarrow NativeFile): ``av.open(open_input(uri))``,
     ``pq.read_table(open_input(uri))``. Local files are native OS files; remote objects are read in
-    ``block_size`` ranged GETs (see ``_ReadAheadFile``), never downloaded whole up front."""
+    ``block_size`` ranged GETs (see ``_ObjectFile``), never downloaded whole up front."""
     target = _parse(uri)
     fs = _filesystem(target)
     native = _run(target, "opening", lambda: fs.open_input_file(target.path))
     if target.scheme == "file":
         return native
-    return pa.PythonFile(_ReadAheadFile(native, target, block_size), mode="r")
+    return pa.PythonFile(_ObjectFile(native, target, block_size), mode="r")
 
 
 def read_bytes(uri: str) -> bytes:
@@ -985,116 +999,6 @@ def _s3_client(settings: _S3Settings):
         return _BOTO_CLIENTS.setdefault(settings, client)
 
 
-class _S3Upload:
-    """One S3 object upload: a single PUT when it fits in one part, else a multipart upload with up
-    to ``max_in_flight`` parts uploading in the background. ``abort`` removes every trace."""
-
-    def __init__(self, target: _Target, part_size: int, max_in_flight: int = 3) -> None:
-        assert isinstance(target.settings, _S3Settings)
-        if part_size < 5 * 2**20:
-            raise ValueError(f"part_size must be >= 5 MiB (S3's minimum), got {part_size}")
-        self.target, self.part_size, self.max_in_flight = target, part_size, max_in_flight
-        self.client = _s3_client(target.settings)
-        self.bucket, self.key = target.bucket, target.key
-        self.buffer = bytearray()
-        self.upload_id: str | None = None
-        self.parts: list[Future] = []
-        self.pool: ThreadPoolExecutor | None = None
-
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return with_retries(fn, what=f"{what} {self.target.uri()}")
-
-    def _next_part_size(self) -> int:
-        # S3 allows 10,000 parts: doubling every 1,000 keeps 8 MiB parts for small objects and still
-        # reaches S3's 5 TiB object limit for an upload of unknown size.
-        return self.part_size * 2 ** (len(self.parts) // 1000)
-
-    def write(self, view: memoryview) -> None:
-        self.buffer += view
-        while len(self.buffer) >= (n := self._next_part_size()):
-            part = bytes(self.buffer[:n])
-            del self.buffer[:n]
-            self._submit_part(part)
-
-    def _submit_part(self, data: bytes) -> None:
-        if self.upload_id is None:
-            self.upload_id = self._call(
-                "starting the upload of",
-                lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"],
-            )
-            self.pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="s3-part")
-        # Bound memory: wait for the oldest part before queueing more than max_in_flight.
-        pending = [f for f in self.parts if not f.done()]
-        if len(pending) >= self.max_in_flight:
-            pending[0].result()
-        for f in self.parts:  # surface a failed part now, not at the end
-            if f.done() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
-        number = len(self.parts) + 1
-        assert self.pool is not None
-        self.parts.append(self.pool.submit(self._upload_part, number, data))
-
-    def _upload_part(self, number: int, data: bytes) -> dict:
-        response = self._call(
-            f"uploading part {number} of",
-            lambda: self.client.upload_part(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
-            ),
-        )
-        return {"PartNumber": number, "ETag": response["ETag"]}
-
-    def commit(self) -> None:
-        if self.upload_id is None:
-            body = bytes(self.buffer)
-            self._call("uploading", lambda: self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body))
-            return
-        if self.buffer:
-            self._submit_part(bytes(self.buffer))
-            self.buffer.clear()
-        parts = [f.result() for f in self.parts]
-        self._call(
-            "completing the upload of",
-            lambda: self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
-            ),
-        )
-        self._shutdown()
-
-    def abort(self) -> None:
-        for f in self.parts:
-            f.cancel()
-        self._shutdown()
-        if self.upload_id is not None:
-            try:
-                self._call(
-                    "aborting the upload of",
-                    lambda: self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-                    ),
-                )
-            except Exception as exc:  # noqa: BLE001 - the original error matters more
-                # The object never appears; only the stored parts linger until a lifecycle rule removes them.
-                log.warning("could not abort multipart upload %s of %s: %s", self.upload_id, self.target.uri(), exc)
-
-    def _shutdown(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-
-@contextlib.contextmanager
-def _open_s3_output(target: _Target, part_size: int) -> Iterator[_AtomicObjectWriter]:
-    if not target.key:
-        raise UnsupportedURIError(f"{target.uri()} names a bucket, not an object: add a key")
-    upload = _translated(target, "writing", _S3Upload)(target, part_size)
-    try:
-        yield _AtomicObjectWriter(_translated(target, "writing", upload.write))
-        _translated(target, "writing", upload.commit)()
-    except BaseException:
-        upload.abort()
-        raise
-
-
 def _move(fs: pafs.FileSystem, src: str, dst: str) -> None:
     """Rename where the store can (Azure with a hierarchical namespace), else copy and delete."""
     try:
@@ -1104,43 +1008,208 @@ def _move(fs: pafs.FileSystem, src: str, dst: str) -> None:
         fs.delete_file(src)
 
 
-@contextlib.contextmanager
-def _open_output_via_temporary_object(target: _Target) -> Iterator[_AtomicObjectWriter]:
-    """Any object store: write ``.<name>.vidgen-tmp-*`` next to the target, then move it into place.
+class _SpooledUpload(io.RawIOBase):
+    """A write-only object: the bytes go to a local spool (memory up to ``part_size``, then a temporary
+    file) and ``commit()`` uploads them in one retried call. pyarrow's output streams commit whatever was
+    written when closed or garbage-collected, so writing straight to them could publish half an object;
+    a spool also lets a failed upload start over from its first byte. ``close()`` commits (the stream
+    contract of pyarrow's filesystems); ``open_output`` commits only when its block exits cleanly."""
 
-    Used for GCS and Azure, whose pyarrow output streams (like S3's) commit whatever was written
-    when closed or garbage-collected. The final name only ever sees a complete object; a crash can
-    leave the temporary object behind (listings skip it)."""
-    fs = _filesystem(target)
-    tmp = target.with_path(_tmp_name(target.path))
-    stream = _run(tmp, "opening for writing", lambda: fs.open_output_stream(tmp.path), retries=False)
+    def __init__(self, target: _Target, part_size: int = DEFAULT_PART_SIZE) -> None:
+        super().__init__()
+        if not target.key:
+            raise UnsupportedURIError(f"{target.uri()} names a bucket, not an object: add a key")
+        self.target, self.part_size = target, part_size
+        self.spool = tempfile.SpooledTemporaryFile(max_size=part_size)
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        n = self.spool.write(data)
+        self._pos += n
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def commit(self) -> None:
+        upload = _s3_upload if self.target.scheme == "s3" else _upload_via_temporary_object
+        _run(self.target, "uploading", lambda: upload(self.target, self.spool, self.part_size))
+
+    def discard(self) -> None:
+        self.spool.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.commit()
+        finally:
+            self.discard()
+            super().close()
+
+
+@contextlib.contextmanager
+def _open_object_output(target: _Target, part_size: int) -> Iterator[_AtomicObjectWriter]:
+    upload = _SpooledUpload(target, part_size)
     try:
-        yield _AtomicObjectWriter(_translated(target, "writing", stream.write))
-        _run(target, "writing", stream.close, retries=False)
-        _run(target, "moving into place", lambda: _move(fs, tmp.path, target.path))
+        yield _AtomicObjectWriter(upload.write)
+        upload.commit()
+    finally:
+        upload.discard()
+
+
+class _RetryingHandler(pafs.FileSystemHandler):
+    """What ``resolve`` hands out for an object store (inside ``pyarrow.fs.PyFileSystem``): each call
+    goes to the store's client through ``with_retries`` with errors translated, input files read through
+    the block cache (``_ObjectFile``), output streams spooled and uploaded on close (``_SpooledUpload``),
+    so Ray's own calls (checkpoint uploads, the checkpoint manager's snapshot, Ray Data's parquet writes)
+    ride out an outage as this module's do. Pickles as its target: the client is made again on arrival."""
+
+    def __init__(self, target: _Target) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (_RetryingHandler, (self.target,))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _RetryingHandler) and (other.target.scheme, other.target.settings) == (
+            self.target.scheme, self.target.settings)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        return _filesystem(self.target)
+
+    def _call(self, action: str, path: str, fn: Callable[[], T]) -> T:
+        return _run(self.target.with_path(path), action, fn)
+
+    def get_type_name(self) -> str:
+        return f"vidgen-{self.fs.type_name}"
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return [self._call("checking", p, lambda p=p: self.fs.get_file_info(p)) for p in paths]
+
+    def get_file_info_selector(self, selector):
+        return self._call("listing", selector.base_dir, lambda: self.fs.get_file_info(selector))
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._call("creating the folder", path, lambda: self.fs.create_dir(path, recursive=recursive))
+
+    def delete_dir(self, path: str) -> None:
+        self._call("deleting", path, lambda: self.fs.delete_dir(path))
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._call("deleting", path, lambda: self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok))
+
+    def delete_root_dir_contents(self) -> None:
+        raise StorageError(f"refusing to delete everything in {self.target.uri()}: name a folder inside it")
+
+    def delete_file(self, path: str) -> None:
+        self._call("deleting", path, lambda: self.fs.delete_file(path))
+
+    def move(self, src: str, dest: str) -> None:
+        self._call("moving", src, lambda: _move(self.fs, src, dest))
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self._call("copying", src, lambda: self.fs.copy_file(src, dest))
+
+    def open_input_stream(self, path: str):
+        return self.open_input_file(path)
+
+    def open_input_file(self, path: str):
+        target = self.target.with_path(path)
+        native = _run(target, "opening", lambda: self.fs.open_input_file(path))
+        return pa.PythonFile(_ObjectFile(native, target, DEFAULT_READ_BLOCK), mode="r")
+
+    def open_output_stream(self, path: str, metadata=None):
+        return pa.PythonFile(_SpooledUpload(self.target.with_path(path)), mode="w")
+
+    def open_append_stream(self, path: str, metadata=None):
+        raise StorageError(f"appending to {self.target.uri(path)}: object stores cannot append; write a new object")
+
+
+def _s3_upload(target: _Target, spool, part_size: int) -> None:
+    """boto3's managed upload: one PUT, or a multipart upload of ``part_size`` parts (3 at a time) that
+    it aborts itself if a part fails, so the object appears whole or not at all."""
+    from boto3.s3.transfer import TransferConfig
+
+    assert isinstance(target.settings, _S3Settings)
+    spool.seek(0)
+    config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=3)
+    _s3_client(target.settings).upload_fileobj(_KeptOpen(spool), target.bucket, target.key, Config=config)
+
+
+class _KeptOpen(io.RawIOBase):
+    """A read view of a spool that ignores ``close()``: boto3's managed upload closes the file it was
+    given when an attempt fails, and the retry must read the spool again."""
+
+    def __init__(self, f) -> None:
+        super().__init__()
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def readinto(self, buffer) -> int:
+        data = self._f.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        pass
+
+
+def _upload_via_temporary_object(target: _Target, spool, part_size: int) -> None:
+    """GCS and Azure: write ``.<name>.vidgen-tmp-*`` next to the target, then move it into place (a copy
+    and a delete where the store cannot rename). The final name only ever sees a complete object; a
+    crash between the two can leave the temporary object behind (listings skip it)."""
+    fs = _filesystem(target)
+    tmp = _tmp_name(target.path)
+    spool.seek(0)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            while chunk := spool.read(part_size):
+                out.write(chunk)
+        _move(fs, tmp, target.path)
     except BaseException:
         with contextlib.suppress(Exception):
-            stream.close()  # commits the temporary object, which is deleted next
-        with contextlib.suppress(Exception):
-            fs.delete_file(tmp.path)
+            fs.delete_file(tmp)
         raise
 
 
 @contextlib.contextmanager
 def open_output(uri: str, part_size: int = DEFAULT_PART_SIZE) -> Iterator:
-    """Atomic streaming write: the object/file appears under ``uri`` only when the block exits
-    without an exception; on an exception nothing does (S3 multipart uploads are aborted, local
-    temporary files removed). Local files yield a real (seekable) file; object stores a write-only
-    stream. Missing local parent folders are created."""
+    """Atomic write: the object/file appears under ``uri`` only when the block exits without an
+    exception; on an exception nothing does (local temporary files are removed; object stores never
+    see the bytes). Local files yield a real (seekable) file; object stores a write-only stream whose
+    bytes are spooled locally and uploaded at the end (``_open_object_output``). Missing local parent
+    folders are created."""
     target = _parse(uri)
     if target.scheme == "file":
         with _open_local_output(target) as f:
             yield f
-    elif target.scheme == "s3":
-        with _open_s3_output(target, part_size) as f:
-            yield f
     else:
-        with _open_output_via_temporary_object(target) as f:
+        with _open_object_output(target, part_size) as f:
             yield f
 
 

@@ -44,11 +44,12 @@ def split_of(source_id: str, split: SplitConfig) -> str:
 
 def _read_manifest(uri: str) -> pa.Table:
     data = storage.read_bytes(uri)
-    if uri.endswith(".parquet"):
+    name = storage.basename(uri)  # a URI may end in a query (?endpoint_override=...)
+    if name.endswith(".parquet"):
         table = pq.read_table(io.BytesIO(data))
-    elif uri.endswith(".csv"):
+    elif name.endswith(".csv"):
         table = pacsv.read_csv(io.BytesIO(data))
-    elif uri.endswith(".jsonl") or uri.endswith(".json"):
+    elif name.endswith((".jsonl", ".json")):
         rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
         table = pa.Table.from_pylist(rows)
     else:

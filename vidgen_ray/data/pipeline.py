@@ -297,7 +297,8 @@ def unit_key(unit: dict) -> str:
     """What a unit's random draws (shuffle within a shard, windows, crops, augmentation) are seeded by:
     its path inside the dataset, not its absolute URI, so a seeded run is a function of the data and not
     of where it lies (a temporary folder, another bucket): the golden-loss test depends on it."""
-    return unit.get("rel_path") or "/".join(unit["uri"].rsplit("/", 2)[-2:])
+    uri = unit["uri"]
+    return unit.get("rel_path") or f"{storage.basename(storage.dirname(uri))}/{storage.basename(uri)}"
 
 
 def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool,

@@ -248,7 +248,7 @@ def latest_checkpoint(run_dir: str) -> str | None:
 
     if not storage.exists(run_dir):
         return None
-    candidates = sorted({e.uri.rsplit("/", 1)[0] for e in storage.list_files(run_dir) if e.uri.endswith("/" + META)})
+    candidates = sorted({storage.dirname(e.uri) for e in storage.list_files(run_dir) if storage.basename(e.uri) == META})
     return candidates[-1] if candidates else None
 
 
