@@ -1,4 +1,5 @@
-"""storage.py against a local folder and a real S3 server (SeaweedFS, see s3_server.py).
+"""vidgen_ray.storage against a local folder and real S3, GCS and Azure endpoints (SeaweedFS, the GCS emulator,
+Azurite: see s3_server.py, gcs_server.py, azure_server.py).
 
     .venv/bin/pytest tests/test_storage.py -q
 """
@@ -115,7 +116,7 @@ def test_remote_reads_fetch_whole_blocks(s3_bucket):
     uri = storage.join(s3_bucket, "seq.bin")
     storage.write_bytes(uri, data)
     fs, path = storage.resolve(uri)
-    raw = storage._ObjectFile(fs.open_input_file(path), storage._parse(uri), block_size=256 * 1024, max_blocks=2)
+    raw = storage.objects._ObjectFile(fs.open_input_file(path), storage.uris._parse(uri), block_size=256 * 1024, max_blocks=2)
     chunks = []
     while chunk := raw.read(32 * 1024):
         chunks.append(chunk)
@@ -295,7 +296,7 @@ def test_resolve_s3_endpoint_region_and_cache(clean_aws_env):
 
     env.setenv("AWS_ENDPOINT_URL", "http://generic:1")
     env.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
-    target = storage._parse("s3://bucket/k")
+    target = storage.uris._parse("s3://bucket/k")
     assert (target.settings.endpoint, target.settings.scheme, target.settings.region) == ("127.0.0.1:9000", "http", "us-east-1")
     outer = storage.filesystem_for("s3://bucket/k")
     fs = _client(outer)
@@ -309,13 +310,13 @@ def test_resolve_s3_endpoint_region_and_cache(clean_aws_env):
     fs2 = _client(storage.filesystem_for("s3://bucket/k"))
     assert fs2 is not fs and fs2.region == "eu-west-1"
     env.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
-    assert storage._parse("s3://bucket/k").settings.endpoint is None
+    assert storage.uris._parse("s3://bucket/k").settings.endpoint is None
 
     uri = "s3://bucket/a?endpoint_override=localhost:7000&scheme=http&region=ap-south-1"
-    target = storage._parse(uri)
+    target = storage.uris._parse(uri)
     assert (target.settings.endpoint, target.settings.scheme, target.settings.region) == ("localhost:7000", "http", "ap-south-1")
     assert storage.join(uri, "b", "c.mp4") == "s3://bucket/a/b/c.mp4?endpoint_override=localhost:7000&scheme=http&region=ap-south-1"
-    assert storage._parse(storage.join(uri, "b")).uri() == storage.join(uri, "b")
+    assert storage.uris._parse(storage.join(uri, "b")).uri() == storage.join(uri, "b")
 
     env.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(storage.StorageAccessError, match="AWS_SECRET_ACCESS_KEY is not set"):
@@ -330,7 +331,7 @@ def test_resolve_gcs_and_azure_without_network(clean_aws_env):
     fs, path = storage.resolve(uri)
     assert isinstance(_client(fs), pafs.AzureFileSystem) and path == "container/videos/a.mp4"
     assert _client(fs).__reduce__()[1][0]["account_name"] == "myaccount"
-    assert storage._parse(uri).uri() == uri  # listings give back URIs of the same form
+    assert storage.uris._parse(uri).uri() == uri  # listings give back URIs of the same form
 
     clean_aws_env.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
     clean_aws_env.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")
@@ -347,23 +348,23 @@ def test_emulator_and_connection_string_conventions(clean_aws_env):
                  "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):
         env.delenv(name, raising=False)
     env.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9023")
-    g = storage._parse("gs://b/k").settings
-    assert (g.endpoint, g.scheme) == ("127.0.0.1:9023", "http") and "127.0.0.1:9023" in storage._where(storage._parse("gs://b"))
+    g = storage.uris._parse("gs://b/k").settings
+    assert (g.endpoint, g.scheme) == ("127.0.0.1:9023", "http") and "127.0.0.1:9023" in storage.clients._where(storage.uris._parse("gs://b"))
     env.setenv("STORAGE_EMULATOR_HOST", "ftp://x")
     with pytest.raises(storage.UnsupportedURIError, match="STORAGE_EMULATOR_HOST"):
         storage.resolve("gs://b/k")
 
     # Azurite's shorthand: its well-known account, key and endpoint; the URI needs no account then.
     env.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
-    target = storage._parse("abfs://container/videos/a.mp4")
+    target = storage.uris._parse("abfs://container/videos/a.mp4")
     a = target.settings
     assert (a.account, a.blob_authority, a.scheme, a.account_key) == (
-        "devstoreaccount1", "127.0.0.1:10000", "http", storage._AZURITE_KEY)
+        "devstoreaccount1", "127.0.0.1:10000", "http", storage.uris._AZURITE_KEY)
     assert target.uri() == "abfs://container/videos/a.mp4"  # listings give back the form the user wrote
     args = _client(storage.resolve("abfs://container/x")[0]).__reduce__()[1][0]
     assert (args["blob_storage_authority"], args["blob_storage_scheme"]) == ("127.0.0.1:10000", "http")
     # A connection string speaks for its own account only: another account in the URI does not get its key.
-    other = storage._parse("abfs://c@elsewhere.dfs.core.windows.net/x").settings
+    other = storage.uris._parse("abfs://c@elsewhere.dfs.core.windows.net/x").settings
     assert other.account_key is None and other.blob_authority is None
     env.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=acct;AccountKey")
     with pytest.raises(storage.UnsupportedURIError, match="without '='"):
