@@ -114,6 +114,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- plan -------------------------------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import fields
+
+    from vidgen_ray.plan import Assumptions, format_plan, make_plan, read_decode_fps
+
+    assumptions = Assumptions(**{f.name: getattr(args, f.name) for f in fields(Assumptions)
+                                 if getattr(args, f.name, None) is not None})
+    decode_fps, decode_source = read_decode_fps(args.data_bench)
+    plan = make_plan(args.preset, args.gpus, args.gpu, clips=args.clips, batch_per_gpu=args.batch_per_gpu,
+                     checkpoint_every=args.checkpoint_every, fps=args.fps, decode_fps_per_cpu=decode_fps,
+                     decode_source=decode_source, gpu_samples_per_s=args.gpu_samples_per_s, assumptions=assumptions)
+    print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
+    return 0
+
+
 # --- train ------------------------------------------------------------------------------------------
 
 
@@ -295,6 +314,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve-bench", help="Serve latency / throughput benchmark against the bare model")
     add_bench_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("plan", help="size a cluster for a run: decode CPUs, storage bandwidth, cache, checkpoints, epoch time")
+    p.add_argument("--preset", required=True, help="model preset (vidgen-ray models)")
+    p.add_argument("--gpus", type=int, required=True)
+    p.add_argument("--gpu", default="h100", help="h100, h200, a100, b200, l40s, l4")
+    p.add_argument("--clips", type=int, default=1_000_000, help="training clips in the dataset")
+    p.add_argument("--batch-per-gpu", type=int, default=8)
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps")
+    p.add_argument("--fps", type=float, default=8.0, help="training clip frame rate (data.clip.fps)")
+    p.add_argument("--data-bench", help="a benchmarks/data_throughput.py --json file (else BENCHMARKS.md's figure)")
+    p.add_argument("--gpu-samples-per-s", type=float, help="measured training samples/s of one GPU (else a FLOPs estimate)")
+    for name, help_text in (("mfu", "assumed MFU for the FLOPs estimate"), ("source_fps", "source video frame rate"),
+                            ("source_mbps", "source video bitrate, Mbit/s"), ("upload_gbps", "checkpoint upload, Gbit/s"),
+                            ("cpus_per_decode_node", "CPUs of a decode node"), ("decode_headroom", "decode capacity over need")):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int if name == "cpus_per_decode_node" else float,
+                       help=help_text)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("models", help="list model presets with shapes, parameters and FLOPs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
