@@ -34,7 +34,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +255,7 @@ def run_family(family: Family, clips: Path, runs: Path, steps: int, points: int,
 
     from vidgen_ray.media import contact_sheet, encode_png
     from vidgen_ray.runtime import get_logger
-    from vidgen_ray.train.checkpoint import load_for_inference, read_meta
+    from vidgen_ray.checkpoints import load_for_inference, read_meta
     from vidgen_ray.train.loop import untrained_model
     from vidgen_ray.train.run import train
 
@@ -300,7 +300,7 @@ def latent_scale(vae_checkpoint: str, real: RealSets) -> float:
     """1 / std of the VAE's latents of the train clips, so the DiT sees about unit variance."""
     import torch
 
-    from vidgen_ray.train.checkpoint import load_for_inference
+    from vidgen_ray.checkpoints import load_for_inference
 
     vae, _, _ = load_for_inference(vae_checkpoint)
     video = torch.from_numpy(real.train.videos[:256]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1

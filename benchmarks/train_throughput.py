@@ -64,7 +64,7 @@ def main() -> None:
 
     from vidgen_ray.config import load_experiment
     from vidgen_ray.runtime import init_ray
-    from vidgen_ray.train.checkpoint import read_meta
+    from vidgen_ray.checkpoints import read_meta
     from vidgen_ray.train.run import local_cpus_needed, train
 
     root = Path(tempfile.mkdtemp(prefix="vidgen-bench-"))

@@ -60,7 +60,7 @@ def main() -> None:
     from ray.util.state import list_actors, list_tasks
 
     sys.path.insert(0, str(REPO))
-    from vidgen_ray.train.checkpoint import registered_checkpoint
+    from vidgen_ray.checkpoints import registered_checkpoint
 
     env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
     cluster = Cluster(initialize_head=True, head_node_args={

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vidgen_ray.train.checkpoint import latest_checkpoint, read_meta
+from vidgen_ray.checkpoints import latest_checkpoint, read_meta
 
 from ray_head import Head
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_experiment
-from vidgen_ray.train.checkpoint import read_meta
+from vidgen_ray.checkpoints import read_meta
 from vidgen_ray.train.run import train
 
 pytestmark = [pytest.mark.ray]

@@ -44,7 +44,7 @@ def test_prepare_streams_a_clip_set_from_and_to_the_store(ray_session, bucket: s
 
 
 def test_a_run_checkpoints_to_the_store_and_loads_back_from_it(ray_session, prepared_dir: Path, bucket: str):
-    from vidgen_ray.train.checkpoint import latest_checkpoint, load_for_inference
+    from vidgen_ray.checkpoints import latest_checkpoint, load_for_inference
     from vidgen_ray.train.run import train
 
     runs = storage.join(bucket, "runs")

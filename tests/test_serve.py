@@ -35,7 +35,7 @@ TIMEOUT = 120  # seconds a client waits: a hung request fails the test instead o
 
 def faulty_loader(uri, use_ema, device):
     """The real checkpoint, with ``sample`` raising for one seed: a generation failure on demand."""
-    from vidgen_ray.train.checkpoint import load_for_inference
+    from vidgen_ray.checkpoints import load_for_inference
 
     model, experiment, meta = load_for_inference(uri, use_ema=use_ema, device=device)
     sample = model.sample
@@ -135,7 +135,7 @@ def test_generate_returns_a_decodable_mp4_of_the_requested_frames(dit_url):
 
 def test_npy_round_trips_and_a_seed_gives_the_same_video_batched_or_not(dit_url, trained_checkpoints):
     from vidgen_ray.models.base import to_uint8
-    from vidgen_ray.train.checkpoint import load_for_inference
+    from vidgen_ray.checkpoints import load_for_inference
 
     body = {"class": 2, "caption": "waves", "steps": 2, "format": "npy"}
     alone = npy(post(dit_url, body | {"seed": 5}))

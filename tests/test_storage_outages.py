@@ -139,7 +139,7 @@ def test_prepare_rides_out_an_outage_and_accounts_for_every_file(ray_session, se
 
 
 def test_training_streams_and_checkpoints_through_an_outage(ray_session, server, bucket: str):
-    from vidgen_ray.train.checkpoint import latest_checkpoint, load_for_inference, registered_checkpoint
+    from vidgen_ray.checkpoints import latest_checkpoint, load_for_inference, registered_checkpoint
     from vidgen_ray.train.run import train
 
     src = storage.join(bucket, "synth")

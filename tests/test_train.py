@@ -17,7 +17,7 @@ import pytest
 import tracker_files
 from conftest import tiny_experiment
 from vidgen_ray import storage
-from vidgen_ray.train.checkpoint import load_for_inference, read_meta, registered_checkpoint
+from vidgen_ray.checkpoints import load_for_inference, read_meta, registered_checkpoint
 from vidgen_ray.train.run import ingest_config, train
 
 pytestmark = [pytest.mark.ray, pytest.mark.gloo]

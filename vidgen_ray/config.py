@@ -10,7 +10,6 @@ frames, height and width follow the model (pixel space) unless set explicitly to
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 

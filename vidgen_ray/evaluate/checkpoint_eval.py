@@ -29,7 +29,7 @@ from vidgen_ray.evaluate.report import EvalReport
 from vidgen_ray.evaluate.runner import evaluate
 from vidgen_ray.models.base import Batch, to_uint8
 from vidgen_ray.runtime import get_logger
-from vidgen_ray.train.checkpoint import load_for_inference
+from vidgen_ray.checkpoints import load_for_inference
 
 log = get_logger("evaluate.checkpoint")
 

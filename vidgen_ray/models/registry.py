@@ -111,7 +111,7 @@ def build_model(config: AnyModelConfig, load_autoencoder: bool = True) -> VideoM
         raise ValueError(f"{config.name}: unknown family {config.family!r}; valid: {', '.join(FAMILIES)}")
     model = FAMILIES[config.family](config)
     if load_autoencoder and getattr(config, "autoencoder", None):
-        from vidgen_ray.train.checkpoint import load_for_inference  # the VAE's own checkpoint, EMA weights
+        from vidgen_ray.checkpoints import load_for_inference  # the VAE's own checkpoint, EMA weights
 
         vae, _, _ = load_for_inference(config.autoencoder)
         model.attach_autoencoder(vae)

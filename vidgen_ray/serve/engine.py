@@ -102,7 +102,7 @@ def cpu_threads(config: ServeConfig) -> int:
 def _load(config: ServeConfig, device: torch.device):
     if config.loader is not None:
         return config.loader(config.checkpoint, config.use_ema, device)
-    from vidgen_ray.train.checkpoint import load_for_inference
+    from vidgen_ray.checkpoints import load_for_inference
 
     return load_for_inference(config.checkpoint, use_ema=config.use_ema, device=device)
 

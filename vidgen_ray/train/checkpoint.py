@@ -11,14 +11,12 @@ A checkpoint directory (one per ``ray.train.report``; Ray merges every rank's fi
     ds_<part>/          deepspeed: the engine's own ZeRO checkpoint per part; EMA in ema.pt
     model.pt            rank 0: consolidated weights (+ EMA) that evaluate/serve load on one device
 
-``load_for_inference(uri)`` reads ``meta.json`` + ``model.pt`` from a local path or object storage.
+Reading a checkpoint for inference, and finding a run's newest or registered one, is
+``vidgen_ray.checkpoints`` (evaluation and Serve use it without importing the trainer).
 """
 
 from __future__ import annotations
 
-import time
-
-import io
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -28,12 +26,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vidgen_ray.checkpoints import META, WEIGHTS, read_meta
 from vidgen_ray.configs import ConfigError
 from vidgen_ray.train.ema import EMA
 from vidgen_ray.train.parallelize import Part
-
-META = "meta.json"
-WEIGHTS = "model.pt"
 
 
 @dataclass
@@ -156,14 +152,10 @@ def save(directory: str | Path, parts: dict[str, Part], ema: EMA | None, ema_par
 # --- loading -----------------------------------------------------------------------------------------
 
 
-def read_meta(directory: str | Path) -> dict:
-    return json.loads((Path(directory) / META).read_text())
-
-
 def load(directory: str | Path, parts: dict[str, Part], ema: EMA | None) -> TrainState:
     """Restore everything ``save`` wrote into the live parts (same strategy and world size)."""
     directory = Path(directory)
-    meta = read_meta(directory)
+    meta = read_meta(str(directory))
     strategy = next(iter(parts.values())).strategy
     if meta["strategy"] != strategy:
         raise ConfigError(f"checkpoint was written with strategy {meta['strategy']!r}, this run uses {strategy!r}; "
@@ -216,67 +208,3 @@ def _load_wrapped(module: torch.nn.Module, sd: dict) -> None:
     """Load plain-named weights into a module whose blocks are wrapped (activation checkpointing)."""
     own = {_clean_key(k): k for k in module.state_dict()}
     module.load_state_dict({own[k]: v for k, v in sd.items()}, strict=True)
-
-
-# --- inference ---------------------------------------------------------------------------------------
-
-
-def load_for_inference(uri: str, use_ema: bool = True, device: str | torch.device = "cpu"):
-    """A checkpoint (local path or object-store URI) -> (model in eval mode, experiment config dict)."""
-    from vidgen_ray import storage
-    from vidgen_ray.config import experiment_from_dict
-    from vidgen_ray.models.registry import build_model
-
-    meta = json.loads(storage.read_text(storage.join(uri, META)))
-    blob = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS))), map_location="cpu", weights_only=False)
-    experiment = experiment_from_dict(meta["experiment"])
-    model = build_model(experiment.model)
-    for name, module in model.parts().items():
-        module.load_state_dict(blob["weights"][name])
-    if use_ema and blob.get("ema") is not None:
-        part = model.parts()[blob["ema_part"]]
-        missing, unexpected = part.load_state_dict(blob["ema"], strict=False)
-        if unexpected:
-            raise ValueError(f"EMA weights do not match the model: unexpected keys {unexpected[:3]}")
-    model.to(device).eval()
-    return model, experiment, meta
-
-
-def latest_checkpoint(run_dir: str) -> str | None:
-    """The newest complete checkpoint (has ``meta.json``) under a run directory, by step."""
-    from vidgen_ray import storage
-
-    if not storage.exists(run_dir):
-        return None
-    candidates = sorted({storage.dirname(e.uri) for e in storage.list_files(run_dir) if storage.basename(e.uri) == META})
-    return candidates[-1] if candidates else None
-
-
-# Ray Train's record of the checkpoints it registered (a checkpoint counts once every rank reported
-# it). Written by the Train controller beside the checkpoints; a private file of Ray 2.60.
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
-
-
-def registered_checkpoint(run_dir: str) -> str | None:
-    """The checkpoint Ray Train hands the workers on a (re)start (``ray.train.get_checkpoint()``),
-    or None. Not the same as :func:`latest_checkpoint`: a node that dies while the ranks report
-    leaves a directory on storage that Ray never registered, and the workers restart from the one
-    before it. Whatever must agree with the workers (the data position of the train stream) reads
-    this one."""
-    import json
-
-    from vidgen_ray import storage
-
-    snapshot = storage.join(run_dir, RAY_SNAPSHOT)
-    if not storage.exists(snapshot):
-        return None
-    for attempt in range(5):  # Ray rewrites the file in place: a read may catch it half-written
-        try:
-            latest = json.loads(storage.read_text(snapshot)).get("latest_checkpoint_result") or {}
-            break
-        except json.JSONDecodeError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-    name = latest.get("checkpoint_dir_name")
-    return storage.join(run_dir, name) if name else None

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import random
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from vidgen_ray.train.parallelize import Part, autocast, parallelize
 from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
+from vidgen_ray.train.batches import to_batch
 from vidgen_ray.train.validate import validate
 
 log = get_logger("train")
@@ -111,14 +111,6 @@ def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], 
         metrics.update(totals)
     metrics["loss"] = sum(v for k, v in metrics.items() if k.startswith("loss_"))
     return metrics
-
-
-def _to_batch(raw: dict, normalizer: Normalizer, device: torch.device, num_classes: int) -> Batch:
-    video = normalizer(raw["video"].to(device, non_blocking=True))
-    label = raw["label"].to(device) if num_classes > 0 else None
-    if label is not None:
-        label = label.clamp(min=0) % num_classes  # unlabeled (-1) clips map to a valid class id
-    return Batch(video=video, label=label, caption=raw["caption"])
 
 
 def open_tracker(cfg: ExperimentConfig, rank: int, start_step: int) -> Tracker:
@@ -258,7 +250,7 @@ def train_loop_per_worker(config: dict) -> None:
             telemetry.waited(time.perf_counter() - t0)
             if raw is None:
                 break  # the stream is exhausted: every worker sees this at the same step (equal shards)
-            last_batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
+            last_batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
             micro.append(last_batch)
             micro_items.append(raw["items"].tolist())
             state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward

@@ -21,7 +21,7 @@ from vidgen_ray.data.normalize import Normalizer, channel_stats
 from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context
 from vidgen_ray.data.prepare import training_units
 from vidgen_ray.runtime import get_logger, init_ray
-from vidgen_ray.train.checkpoint import read_meta, registered_checkpoint
+from vidgen_ray.checkpoints import read_meta, registered_checkpoint
 from vidgen_ray.train.loop import RunPlan, train_loop_per_worker
 
 log = get_logger("train.run")

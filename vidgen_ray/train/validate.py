@@ -8,12 +8,11 @@ import torch
 
 from vidgen_ray.data.pipeline import torch_batches
 from vidgen_ray.evaluate.pixel import psnr, ssim
+from vidgen_ray.train.batches import to_batch
 from vidgen_ray.train.parallelize import autocast
 
 
 def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dict[str, float]:
-    from vidgen_ray.train.loop import _to_batch
-
     sums: dict[str, float] = {}
     batches = 0
     model.eval()
@@ -27,7 +26,7 @@ def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dic
         for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data, shuffle=False):
             if batches >= cfg.train.val_batches:
                 break
-            batch = _to_batch(raw, normalizer, device, cfg.model.num_classes)
+            batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
             with autocast(device, cfg.parallel.precision):
                 for name in parts:
                     out = model.losses(name, batch, step)

@@ -13,7 +13,7 @@ rewrites its outputs (results table, best.yaml, plot: see report.py).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from vidgen_ray import preflight, storage, tracking
 from vidgen_ray.configs import to_dict
