@@ -13,38 +13,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from server_process import ServerProcess, for_session, free_port, run_until_enter
 
 PROJECT = "vidgen-test"
-START_TIMEOUT_S = 30.0
 
 
 @dataclass
 class GcsServer:
     endpoint: str  # "http://127.0.0.1:PORT"
-    log_path: Path
-    process: subprocess.Popen = field(repr=False)
+    proc: ServerProcess
 
     def env(self) -> dict[str, str]:
         return {"STORAGE_EMULATOR_HOST": self.endpoint, "GOOGLE_CLOUD_PROJECT": PROJECT}
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def emulator_binary() -> str | None:
@@ -52,44 +40,24 @@ def emulator_binary() -> str | None:
     return shutil.which("gcp-storage-emulator", path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def start_gcs_server(root: Path) -> GcsServer:
     binary = emulator_binary()
     if binary is None:
         raise FileNotFoundError("gcp-storage-emulator is not installed: pip install gcp-storage-emulator (a dev dependency)")
-    port = _free_port()
-    log_path = root / "gcs.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [binary, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root, start_new_session=True)
-    server = GcsServer(endpoint=f"http://127.0.0.1:{port}", log_path=log_path, process=process)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the GCS emulator exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.endpoint}/storage/v1/b?project={PROJECT}", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.1)
-    stop_gcs_server(server)
-    raise RuntimeError(f"the GCS emulator did not answer within {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-
-
-def stop_gcs_server(server: GcsServer) -> None:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
+    port = free_port()
+    proc = ServerProcess.launch("the GCS emulator", [binary, "start", "--host", "127.0.0.1", "--port", str(port),
+                                                     "--in-memory"], root)
+    server = GcsServer(endpoint=f"http://127.0.0.1:{port}", proc=proc)
+    proc.wait_ready(lambda: _answers(f"{server.endpoint}/storage/v1/b?project={PROJECT}"))
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -98,13 +66,7 @@ def gcs_server() -> Iterator[GcsServer | None]:
     if emulator_binary() is None:
         yield None
         return
-    root = Path(tempfile.mkdtemp(prefix="vidgen-gcs-"))
-    server = start_gcs_server(root)
-    try:
-        yield server
-    finally:
-        stop_gcs_server(server)
-        shutil.rmtree(root, ignore_errors=True)
+    yield from for_session("vidgen-gcs-", start_gcs_server)
 
 
 @pytest.fixture
@@ -123,11 +85,4 @@ def gcs_bucket(gcs_server: GcsServer | None, monkeypatch: pytest.MonkeyPatch) ->
 
 
 if __name__ == "__main__":
-    _root = Path(tempfile.mkdtemp(prefix="vidgen-gcs-"))
-    _server = start_gcs_server(_root)
-    try:
-        print("\n".join(f"export {k}={v}" for k, v in _server.env().items()))
-        input("Enter stops it. ")
-    finally:
-        stop_gcs_server(_server)
-        shutil.rmtree(_root, ignore_errors=True)
+    run_until_enter("vidgen-gcs-", start_gcs_server)

@@ -23,6 +23,14 @@ BIN = Path(sys.executable).parent
 FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
 
 
+def train_job_args(data, runs, *sets: str) -> tuple[str, ...]:
+    """`jobs/train.py` arguments of a 4-step gan-debug run on the synthetic set that checkpoints at its end."""
+    fixed = ("train.max_steps=4", "train.checkpoint_every=4", "train.log_every=2", "train.batch_size=2",
+             "data.clip.fps=8", "data.augment.temporal_shift=0", *sets)
+    return ("jobs/train.py", "--preset", "gan-debug", "--data", str(data), "--storage", str(runs),
+            *(a for s in fixed for a in ("--set", s)))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

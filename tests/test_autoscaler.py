@@ -13,7 +13,7 @@ import pytest
 
 from vidgen_ray.checkpoints import latest_checkpoint, read_meta
 
-from ray_head import Head
+from ray_head import Head, train_job_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -32,10 +32,7 @@ def autoscaling_head(ray_session):
 def test_a_job_waits_for_the_autoscaler_and_one_it_cannot_help_is_refused(autoscaling_head: Head, synth_dir: Path,
                                                                           tmp_path: Path):
     runs = tmp_path / "runs"
-    common = ("jobs/train.py", "--preset", "gan-debug", "--data", str(synth_dir), "--storage", str(runs),
-              "--set", "train.max_steps=4", "--set", "train.checkpoint_every=4", "--set", "train.log_every=2",
-              "--set", "train.batch_size=2", "--set", "data.clip.fps=8", "--set", "data.augment.temporal_shift=0",
-              "--set", "parallel.resource_wait_s=240")
+    common = train_job_args(synth_dir, runs, "parallel.resource_wait_s=240")
 
     # 5 workers: the head (1 CPU) plus the one 2-CPU node the autoscaler may add cannot hold them.
     t0 = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 
 from vidgen_ray.checkpoints import latest_checkpoint, read_meta
 
-from ray_head import Head
+from ray_head import Head, train_job_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -40,9 +40,7 @@ def head(ray_session):
 def test_a_submitted_job_trains_with_a_clean_log_and_an_oversized_one_is_refused_fast(head: Head, synth_dir: Path,
                                                                                       tmp_path: Path):
     runs = tmp_path / "runs"
-    common = ("jobs/train.py", "--preset", "gan-debug", "--data", str(synth_dir), "--storage", str(runs),
-              "--set", "train.max_steps=4", "--set", "train.checkpoint_every=4", "--set", "train.log_every=2",
-              "--set", "train.batch_size=2", "--set", "data.clip.fps=8", "--set", "data.augment.temporal_shift=0")
+    common = train_job_args(synth_dir, runs)
     ok = head.submit(*common, "--name", "fits", "--workers", "2")
     log = ok.stdout + ok.stderr
     assert ok.returncode == 0 and "succeeded" in log, log[-4000:]
