@@ -56,7 +56,7 @@ def real_clips(experiment, data: str | None, num_videos: int) -> list[dict]:
 def _conditioning(model, experiment, rows: list[dict], normalizer: Normalizer) -> dict:
     video = normalizer(torch.from_numpy(np.stack([r["video"] for r in rows])))
     labels = torch.as_tensor([int(r["label"]) for r in rows], dtype=torch.int64)
-    num_classes = getattr(experiment.model, "num_classes", 0)
+    num_classes = model.conditioning().classes
     batch = Batch(video=video, label=labels.clamp(min=0) % num_classes if num_classes else None,
                   caption=[str(r["caption"]) for r in rows])
     return model.sample_conditioning(batch, len(rows))

@@ -2,7 +2,7 @@
 
 A family is an ``nn.Module`` holding one or more *parts* (the GAN has a generator and a
 discriminator; every other family has one). The trainer gives each part its own optimizer and
-hands each part to ``train/parallelize.py``, which may replace the attribute with a DDP /
+hands each part to ``train/parallelize.py`` (a strategy of ``train/strategies``), which may replace the attribute with a DDP /
 DeepSpeed wrapper or shard it in place with FSDP2. So a family must reach its heavy compute only
 through ``part(...)`` calls (``forward``), never through other methods of a part, and must know
 nothing of ranks, devices or wrappers.
@@ -86,6 +86,19 @@ class Batch:
         return int(self.video.shape[0])
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What a family's ``sample`` can be conditioned on and how it samples by default, declared by the
+    family (Serve's metadata and request checks read it; nothing probes config attributes)."""
+
+    classes: int = 0  # number of class labels (0: none)
+    captions: bool = False
+    max_caption_bytes: int = 0  # longest caption read whole (0 without captions)
+    context_frames: int = 0  # frames a predictor needs to continue (0: generates from noise)
+    default_steps: int | None = None  # sampling steps when a request gives none (iterative samplers)
+    default_guidance: float | None = None  # classifier-free guidance scale when a request gives none
+
+
 @dataclass
 class LossOutput:
     """What a family returns for one part's step: the scalar to backpropagate and detached metrics."""
@@ -98,11 +111,17 @@ class VideoModel(nn.Module):
     """Base class of every family. Subclasses set ``family`` and implement the methods below."""
 
     family: ClassVar[str] = ""
+    # The part that generates (its weights are averaged by the EMA and exported for inference).
+    sampling_part: ClassVar[str] = "model"
 
     # --- what the trainer needs -------------------------------------------------------------
     def parts(self) -> dict[str, nn.Module]:
         """Independently optimised sub-modules, in the order they are stepped each iteration."""
         raise NotImplementedError
+
+    def lr_multiplier(self, part: str, optim) -> float:
+        """``part``'s learning rate relative to ``train.optim.lr`` (``optim``: the OptimConfig)."""
+        return 1.0
 
     def shard_units(self, part: str) -> list[nn.Module]:
         """Repeated blocks of a part: the units for FSDP2 ``fully_shard`` and activation checkpointing."""
@@ -124,6 +143,10 @@ class VideoModel(nn.Module):
     ) -> torch.Tensor:
         """``n`` videos, float [n, T, H, W, C] in [-1, 1]; the same seed gives the same videos."""
         raise NotImplementedError
+
+    def conditioning(self) -> Conditioning:
+        """What ``sample`` takes besides noise (class labels by default, where the config has classes)."""
+        return Conditioning(classes=int(self.config.num_classes))
 
     def sample_conditioning(self, batch: Batch, n: int) -> dict:
         """What ``sample`` should be conditioned on to mirror the first ``n`` clips of a real batch

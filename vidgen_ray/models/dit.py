@@ -31,6 +31,7 @@ from torch import nn
 
 from .base import (
     Batch,
+    Conditioning,
     LossOutput,
     ModelConfig,
     VideoModel,
@@ -324,6 +325,13 @@ class VideoDiT(VideoModel):
         self.net = DiTNet(config)
         self.autoencoder: nn.Module | None = None
         self._flops = dit_flops(config)
+
+    def conditioning(self) -> Conditioning:
+        cfg = self.config
+        # The text encoder spends one byte position on BOS and would cut the rest silently.
+        return Conditioning(classes=cfg.num_classes, captions=cfg.caption,
+                            max_caption_bytes=cfg.max_caption_bytes - 1 if cfg.caption else 0,
+                            default_steps=cfg.sample_steps, default_guidance=cfg.guidance)
 
     # --- latent mode ----------------------------------------------------------------------
     def attach_autoencoder(self, vae: nn.Module) -> None:

@@ -259,6 +259,7 @@ def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
 
 class VideoGAN(VideoModel):
     family = "gan"
+    sampling_part = "generator"
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
@@ -272,6 +273,10 @@ class VideoGAN(VideoModel):
 
     def parts(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator, "generator": self.generator}
+
+    def lr_multiplier(self, part: str, optim) -> float:
+        """The discriminator at ``train.optim.discriminator_lr_mult`` x the generator's rate (TTUR)."""
+        return optim.discriminator_lr_mult if part == "discriminator" else 1.0
 
     def shard_units(self, part: str) -> list[nn.Module]:
         if part == "generator":

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Batch, LossOutput, ModelConfig, VideoModel, eval_mode, param_device, param_dtype, to_channels_last
+from .base import Batch, Conditioning, LossOutput, ModelConfig, VideoModel, eval_mode, param_device, param_dtype, to_channels_last
 from .flops import conv_flops
 
 
@@ -169,6 +169,9 @@ class VideoPredictor(VideoModel):
         self.config = config
         self.net = Predictor(config)
         self._flops = self.net.flops(config.frames)
+
+    def conditioning(self) -> Conditioning:
+        return Conditioning(context_frames=self.config.context_frames)
 
     def parts(self) -> dict[str, nn.Module]:
         return {"model": self.net}

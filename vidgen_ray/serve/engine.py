@@ -113,6 +113,7 @@ class Engine:
         self.device = pick_device(config)
         self.model, experiment, meta = _load(config, self.device)
         m = experiment.model
+        conditioning = self.model.conditioning()
         self.card = ModelCard(
             checkpoint=config.checkpoint,
             name=m.name,
@@ -122,13 +123,12 @@ class Engine:
             width=m.width,
             channels=m.channels,
             fps=float(experiment.data.clip.fps),
-            num_classes=int(m.num_classes),
-            caption=bool(getattr(m, "caption", False)),
-            # The text encoder spends one token on BOS and cuts the rest silently: reject instead.
-            max_caption_bytes=int(getattr(m, "max_caption_bytes", 1)) - 1 if getattr(m, "caption", False) else 0,
-            default_steps=getattr(m, "sample_steps", None),
-            default_guidance=getattr(m, "guidance", None),
-            needs_context=hasattr(m, "context_frames"),
+            num_classes=conditioning.classes,
+            caption=conditioning.captions,
+            max_caption_bytes=conditioning.max_caption_bytes,
+            default_steps=conditioning.default_steps,
+            default_guidance=conditioning.default_guidance,
+            needs_context=conditioning.context_frames > 0,
             step=int(meta.get("state", {}).get("step", 0)),
             device=str(self.device),
             parameters=sum(count_parameters(p) for p in self.model.parts().values()),

@@ -34,7 +34,7 @@ from vidgen_ray.runtime import get_logger
 from vidgen_ray.tracking import Tracker, TrackerRun, open_trackers
 from vidgen_ray.train import checkpoint as ckpt
 from vidgen_ray.train.ema import EMA
-from vidgen_ray.train.parallelize import Part, autocast, parallelize
+from vidgen_ray.train.parallelize import Part, parallelize
 from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
@@ -79,14 +79,7 @@ def untrained_model(cfg: ExperimentConfig) -> VideoModel:
     return build_model(cfg.model).eval()
 
 
-def _ema_part(model: VideoModel) -> str:
-    """The part whose weights generate samples (the GAN's generator; the only part elsewhere)."""
-    names = list(model.parts())
-    return "generator" if "generator" in names else names[0]
-
-
-def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], step: int, device, precision: str,
-               grad_accum: int) -> dict[str, float]:
+def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], step: int, grad_accum: int) -> dict[str, float]:
     """One optimizer step of every part (in the family's order) over ``grad_accum`` micro-batches."""
     metrics: dict[str, float] = {}
     for name, part in parts.items():
@@ -95,11 +88,10 @@ def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], 
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with contextlib.ExitStack() as stack:
-                if not last and part.engine is None:
-                    stack.enter_context(part.no_sync())  # accumulate locally, all-reduce once
+                stack.enter_context(part.accumulating(last))  # accumulate locally, all-reduce once
                 for other in others:
                     stack.enter_context(other.inactive())  # an inactive part never syncs grads
-                with autocast(device, precision):
+                with part.strategy.autocast():
                     out = model.losses(name, batch, step)
                 part.backward(out.loss, grad_accum, last)
             totals[f"loss_{name}"] = totals.get(f"loss_{name}", 0.0) + float(out.loss.detach()) / len(batches)
@@ -146,15 +138,11 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device() if cfg.parallel.use_gpu else torch.device("cpu")
     torch.set_num_threads(max(1, int(cfg.parallel.cpus_per_worker)))
     _seed_everything(cfg.train.seed)  # identical init on every rank; data order differs by shard
-    if cfg.parallel.strategy == "deepspeed":
-        from vidgen_ray.train.parallelize import init_deepspeed_env
-
-        init_deepspeed_env()
 
     # --- model, strategy, EMA ----------------------------------------------------------------------
     model = build_model(cfg.model)
     parts = parallelize(model, cfg.parallel, cfg.train, device, plan.total_steps)
-    ema_part = _ema_part(model)
+    ema_part = model.sampling_part
     ema = EMA(parts[ema_part].raw, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
 
     # --- resume ------------------------------------------------------------------------------------
@@ -258,7 +246,7 @@ def train_loop_per_worker(config: dict) -> None:
                 continue
             # --- compute ------------------------------------------------------------------------------------
             model.train()
-            step_losses = train_step(model, parts, micro, state.step, device, cfg.parallel.precision, cfg.train.grad_accum)
+            step_losses = train_step(model, parts, micro, state.step, cfg.train.grad_accum)
             if ema is not None:
                 ema.update()
             state.step += 1

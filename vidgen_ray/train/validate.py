@@ -9,7 +9,7 @@ import torch
 from vidgen_ray.data.pipeline import torch_batches
 from vidgen_ray.evaluate.pixel import psnr, ssim
 from vidgen_ray.train.batches import to_batch
-from vidgen_ray.train.parallelize import autocast
+from vidgen_ray.train.strategies import autocast
 
 
 def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dict[str, float]:
