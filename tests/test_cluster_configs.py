@@ -94,7 +94,7 @@ def ray_config_checks():
 def test_launcher_config_passes_rays_schema(cloud, ray_config_checks):
     prepared = ray_config_checks(load_launcher(cloud))
     assert prepared["provider"]["type"] == cloud
-    assert set(prepared["available_node_types"]) == {"head", "cpu_decode", "gpu_train"}
+    assert set(prepared["available_node_types"]) == {"head", "cpu_decode", "gpu_train", "gpu_train_spot"}
 
 
 def test_rays_schema_check_rejects_broken_configs(ray_config_checks):
@@ -577,3 +577,31 @@ def test_every_node_keeps_the_decode_pool_warm():
         env = {e["name"]: e["value"] for e in container.get("env", [])}
         cpus = int(container["resources"]["limits"]["cpu"])
         assert env.get("RAY_num_workers_soft_limit") == str(int(cpus * ratio)), group["groupName"]
+
+
+@pytest.mark.parametrize("cloud", LAUNCHERS)
+def test_launcher_has_a_spot_twin_of_the_gpu_nodes_for_elastic_runs(cloud):
+    types = load_launcher(cloud)["available_node_types"]
+    spot, on_demand = types["gpu_train_spot"], types["gpu_train"]
+    assert spot["resources"] == on_demand["resources"] and spot["docker"] == on_demand["docker"]
+    assert spot["min_workers"] == 0 < spot["max_workers"]
+    config = spot["node_config"]
+    market = {"aws": lambda c: c["InstanceMarketOptions"]["MarketType"] == "spot",
+              "gcp": lambda c: c["scheduling"]["provisioningModel"] == "SPOT",
+              "azure": lambda c: c["azure_arm_parameters"]["priority"] == "Spot"}[cloud]
+    assert market(config) and not market_or_none(market, on_demand["node_config"])
+    # Everything else about the machine is the on-demand node's (the YAML merges it in).
+    strip = {"aws": ("InstanceMarketOptions",), "gcp": ("scheduling",), "azure": ()}[cloud]
+    same = lambda c: {k: v for k, v in c.items() if k not in strip}  # noqa: E731
+    if cloud == "azure":
+        arm = lambda c: {k: v for k, v in c["azure_arm_parameters"].items() if k not in ("priority", "evictionPolicy", "billingProfile")}  # noqa: E731
+        assert arm(config) == arm(on_demand["node_config"])
+    else:
+        assert same(config) == same(on_demand["node_config"])
+
+
+def market_or_none(check, config) -> bool:
+    try:
+        return check(config)
+    except KeyError:
+        return False

@@ -78,3 +78,41 @@ def test_a_relative_autoencoder_path_is_made_absolute_for_the_workers(tmp_path, 
     s3 = load_experiment("dit-debug", sets=["model.latent_channels=4", "model.latent_spatial_compression=4",
                                             "model.patch=1,2,2", "model.autoencoder=s3://b/vae/ckpt"])
     assert s3.model.autoencoder == "s3://b/vae/ckpt"
+
+
+@pytest.mark.parametrize("spelling", ["2-4", "[2, 4]"])
+def test_an_elastic_worker_range_maps_to_ray_trains_min_max(spelling):
+    from vidgen_ray.config import experiment_from_dict
+    from vidgen_ray.train.run import scaling_config
+
+    cfg = load_experiment("vae-debug", sets=[f"parallel.num_workers={spelling}"])
+    p = cfg.parallel
+    assert (p.min_workers, p.num_workers, p.elastic, p.fewest_workers) == (2, 4, True, 2)
+    assert "2-4 (elastic)" in cfg.summary()
+    scaling = scaling_config(p, {"CPU": 1})
+    assert scaling.num_workers == (2, 4) and scaling.elastic_resize_monitor_interval_s == p.elastic_resize_interval_s
+    assert experiment_from_dict(to_dict(cfg)).parallel.min_workers == 2  # a dumped config keeps the range
+    fixed = load_experiment("vae-debug", sets=["parallel.num_workers=3"]).parallel
+    assert (fixed.elastic, fixed.fewest_workers, scaling_config(fixed, {"CPU": 1}).num_workers) == (False, 3, 3)
+
+
+def test_elastic_ranges_refuse_deepspeed_and_bad_spellings():
+    with pytest.raises(ConfigError, match="DeepSpeed's checkpoints cannot"):
+        load_experiment("vae-debug", sets=["parallel.num_workers=2-4", "parallel.strategy=deepspeed"])
+    with pytest.raises(ConfigError, match="expected N, MIN-MAX"):
+        load_experiment("vae-debug", sets=["parallel.num_workers=[1, 2, 3]"])
+    with pytest.raises(ConfigError, match="min_workers 5 must be in"):
+        load_experiment("vae-debug", sets=["parallel.num_workers=5-4"])
+
+
+def test_every_world_size_shares_out_the_same_micro_batches():
+    from vidgen_ray.train.batches import micro_batches
+
+    for total in (3, 16, 32):
+        for world in range(1, total + 1):
+            shares = [[micro_batches(total, world, r, s) for r in range(world)] for s in range(2 * world)]
+            assert all(sum(step) == total for step in shares)  # the global batch, at every step
+            assert all(max(step) - min(step) <= 1 for step in shares)
+            per_rank = [sum(step[r] for step in shares[:world]) for r in range(world)]
+            assert len(set(per_rank)) == 1  # over `world` steps every rank has read the same amount
+    assert [micro_batches(3, 2, r, 0) for r in range(2)] == [2, 1] and [micro_batches(3, 2, r, 1) for r in range(2)] == [1, 2]

@@ -1,6 +1,7 @@
 """Checkpoints reshard: written by 2 gloo workers, resumed by 1 and by 3 (no Ray), for none / DDP / FSDP2,
 including across those strategies. The resumed model, optimizer moments, EMA and LR schedule equal the
-writer's, and the next step on the same global batch (split over the new world) gives the weights and
+writer's, and the next step on the same global batch (its 3 micro-batches shared out over the new world
+as an elastic run does: 3 accumulated on 1 worker, 2 + 1 on 2, 1 each on 3) gives the weights and
 moments of the run that never stopped. DeepSpeed refuses another world size before a step runs.
 
 The model is the recurrent predictor with teacher forcing held at 1: its loss draws no random numbers,
@@ -22,7 +23,7 @@ import torch.multiprocessing as mp
 
 pytestmark = pytest.mark.gloo
 
-GLOBAL_BATCH = 6  # divisible by 1, 2 and 3 workers
+GLOBAL_BATCH, MICRO = 6, 2  # 3 micro-batches of 2 clips a step: 3 + 0 on 1 worker, 2 + 1 on 2, 1 each on 3
 
 
 def _free_port() -> int:
@@ -36,11 +37,22 @@ def _global_batch(step: int):
     return torch.rand(GLOBAL_BATCH, 3, 8, 32, 32, generator=g) * 2 - 1
 
 
-def _my_batch(step: int, rank: int, world: int):
+def _my_micro_batches(step: int, rank: int, world: int):
+    """This rank's micro-batches of the step's global batch, shared out as the train loop does."""
     from vidgen_ray.models.base import Batch
+    from vidgen_ray.train.batches import micro_batches
 
-    per = GLOBAL_BATCH // world
-    return Batch(video=_global_batch(step)[rank * per:(rank + 1) * per])
+    total = GLOBAL_BATCH // MICRO
+    first = sum(micro_batches(total, world, r, step) for r in range(rank))
+    video = _global_batch(step)
+    return [Batch(video=video[(first + i) * MICRO:(first + i + 1) * MICRO]) for i in range(micro_batches(total, world, rank, step))]
+
+
+def _step(model, parts, step: int, rank: int, world: int) -> None:
+    from vidgen_ray.train.loop import train_step
+
+    total = GLOBAL_BATCH // MICRO
+    train_step(model, parts, _my_micro_batches(step, rank, world), step, total / world, passes=-(-total // world))
 
 
 def _setup(strategy: str, seed: int, zero_stage: int = 2):
@@ -53,7 +65,7 @@ def _setup(strategy: str, seed: int, zero_stage: int = 2):
 
     torch.manual_seed(seed)
     model = build_model(replace(get_preset("rnn-debug"), teacher_forcing_floor=1.0))
-    train = TrainConfig(batch_size=GLOBAL_BATCH, grad_clip=1.0, optim=OptimConfig(lr=1e-2),
+    train = TrainConfig(batch_size=MICRO, grad_clip=1.0, optim=OptimConfig(lr=1e-2),
                         schedule=ScheduleConfig(kind="cosine", warmup_steps=2))
     par = ParallelConfig(strategy=strategy, num_workers=dist.get_world_size(), zero_stage=zero_stage)
     parts = parallelize(model, par, train, torch.device("cpu"), total_steps=10)
@@ -81,14 +93,12 @@ def _worker(rank: int, world: int, port: int, role: str, strategy: str, director
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from vidgen_ray.configs import ConfigError
     from vidgen_ray.train import checkpoint as ckpt
-    from vidgen_ray.train.loop import train_step
-
     out: dict = {"rank": rank}
     d = Path(directory)
     if role == "write":  # 2 steps, checkpoint, then the step the resumed runs must reproduce
         model, parts, ema = _setup(strategy, seed=0)
         for step in range(2):
-            train_step(model, parts, [_my_batch(step, rank, world)], step, 1)
+            _step(model, parts, step, rank, world)
             ema.update()
         ckpt.save(d / "ckpt", parts, ema, "model", ckpt.TrainState(step=2, samples_seen=12), {"note": "test"})
         if strategy == "deepspeed":  # only its refusal is tested
@@ -97,7 +107,7 @@ def _worker(rank: int, world: int, port: int, role: str, strategy: str, director
             dist.destroy_process_group()
             return
         at_save = _full_state(parts, ema)
-        train_step(model, parts, [_my_batch(2, rank, world)], 2, 1)
+        _step(model, parts, 2, rank, world)
         ema.update()
         after = _full_state(parts, ema)
         if rank == 0:
@@ -111,7 +121,7 @@ def _worker(rank: int, world: int, port: int, role: str, strategy: str, director
         else:
             out["step"] = state.step
             loaded = _full_state(parts, ema)
-            train_step(model, parts, [_my_batch(2, rank, world)], 2, 1)
+            _step(model, parts, 2, rank, world)
             ema.update()
             after = _full_state(parts, ema)
             if rank == 0:  # through a file: tensors in a queue die with the process that sent them
@@ -160,6 +170,8 @@ CASES = {
     "fsdp2": ("fsdp2", "fsdp2", (1, 3)),
     "ddp-to-fsdp2": ("ddp", "fsdp2", (3,)),
 }
+# The writer runs on 2 workers, which share the 3 micro-batches of a step unevenly (2 + 1, rotating):
+# the readers at 1 (3 accumulated) and 3 (1 each) match it, so uneven sharing is the same global step.
 
 
 @pytest.mark.parametrize("name", list(CASES))

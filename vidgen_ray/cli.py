@@ -27,7 +27,7 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data source URI (raw videos or a prepared dataset); sets data.source")
     p.add_argument("--storage", help="where runs, checkpoints and samples go (local or s3://); sets storage_path")
     p.add_argument("--name", help="run name; rerunning with the same name and storage resumes")
-    p.add_argument("--workers", type=int, help="training workers; sets parallel.num_workers")
+    p.add_argument("--workers", help="training workers, N or MIN-MAX (elastic); sets parallel.num_workers")
     p.add_argument("--strategy", choices=["none", "ddp", "fsdp2", "deepspeed"], help="sets parallel.strategy")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set train.optim.lr=3e-4 (repeatable)")

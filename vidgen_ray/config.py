@@ -48,9 +48,10 @@ class ExperimentConfig:
     def summary(self) -> str:
         m, t, p = self.model, self.train, self.parallel
         steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs} epochs"
+        workers = f"{p.min_workers}-{p.num_workers} (elastic)" if p.elastic else str(p.num_workers)
         return (
             f"{self.name}: {m.name} ({m.family}) on {self.data.source or '<no data>'}; {steps}, batch {t.batch_size}x"
-            f"{p.num_workers} workers x{t.grad_accum} accum; {p.strategy} {p.precision}; -> {self.storage_path}"
+            f"{workers} workers x{t.grad_accum} accum; {p.strategy} {p.precision}; -> {self.storage_path}"
         )
 
 

@@ -146,7 +146,15 @@ def update(obj: Any, data: dict[str, Any], where: str = "") -> Any:
         if key not in names:
             raise ConfigError(f"unknown config field {path!r}{suggest(key, names)}; valid fields: {', '.join(names)}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        parse = getattr(type(obj), f"parse_{key}", None)  # a field with more than one spelling
+        if parse is not None:
+            try:
+                fields = parse(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+            for name, v in fields.items():
+                setattr(obj, name, coerce(v, hints[name], f"{where}.{name}" if where else name))
+        elif dataclasses.is_dataclass(current) and isinstance(value, dict):
             update(current, value, path)
         else:
             setattr(obj, key, coerce(value, hints[key], path))

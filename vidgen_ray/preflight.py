@@ -323,7 +323,7 @@ def worker_bundles(parallel) -> list[dict[str, float]]:
         bundle["GPU"] = 1.0
     if parallel.worker_resource:
         bundle[parallel.worker_resource] = 0.01
-    return [dict(bundle) for _ in range(parallel.num_workers)]
+    return [dict(bundle) for _ in range(parallel.fewest_workers)]  # an elastic run starts at its minimum
 
 
 def training_demands(cfg, trials: int = 1, trial_driver: dict[str, float] | None = None) -> list[Demand]:

@@ -87,7 +87,12 @@ class TrainConfig:
 @dataclass
 class ParallelConfig:
     strategy: Literal["none", "ddp", "fsdp2", "deepspeed"] = "ddp"
+    # Training workers; with min_workers > 0 the run is elastic (Ray Train's ScalingConfig(num_workers=
+    # (min, max))): it starts with what the cluster holds between the two, goes on with fewer when a
+    # node dies and grows back when nodes return. ``parallel.num_workers=2-4`` (or [2, 4]) sets both.
     num_workers: int = 2
+    min_workers: int = 0  # 0: a fixed-size group of num_workers
+    elastic_resize_interval_s: float = 60.0  # how often an elastic run checks whether it can grow
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     worker_resource: str | None = None  # a custom node resource workers must sit on, e.g. "train"
@@ -104,9 +109,37 @@ class ParallelConfig:
     resource_wait_s: float = 900.0
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
+    @staticmethod
+    def parse_num_workers(value) -> dict:
+        """``num_workers`` as given: 4, "2-4" or [2, 4] (elastic between the two)."""
+        if isinstance(value, str) and "-" in value.strip().lstrip("-"):
+            value = value.split("-", 1)
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError(f"parallel.num_workers: expected N, MIN-MAX or [MIN, MAX], got {value!r}")
+            return {"min_workers": value[0], "num_workers": value[1]}
+        return {"num_workers": value}
+
+    @property
+    def elastic(self) -> bool:
+        return 0 < self.min_workers < self.num_workers
+
+    @property
+    def fewest_workers(self) -> int:
+        """The smallest group the run trains with (what must fit before it starts)."""
+        return self.min_workers if self.elastic else self.num_workers
+
     def validate(self) -> None:
         if self.num_workers < 1:
             raise ValueError("parallel.num_workers must be >= 1")
+        if not 0 <= self.min_workers <= self.num_workers:
+            raise ValueError(f"parallel.min_workers {self.min_workers} must be in [0, num_workers={self.num_workers}] "
+                             "(0: a fixed-size group); e.g. parallel.num_workers=2-4")
+        if self.elastic and self.strategy == "deepspeed":
+            raise ValueError("an elastic run (parallel.num_workers=MIN-MAX) resumes at changing world sizes, which "
+                             "DeepSpeed's checkpoints cannot; use parallel.strategy=fsdp2 or ddp, or a fixed num_workers")
+        if self.elastic_resize_interval_s < 0:
+            raise ValueError("parallel.elastic_resize_interval_s must be >= 0 (seconds)")
         if self.zero_stage not in (1, 2, 3):
             raise ValueError(f"parallel.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
         if self.offload_params and not (self.strategy == "deepspeed" and self.zero_stage == 3):

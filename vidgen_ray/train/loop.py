@@ -38,7 +38,7 @@ from vidgen_ray.train.parallelize import Part, parallelize
 from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
-from vidgen_ray.train.batches import to_batch
+from vidgen_ray.train.batches import micro_batches, to_batch
 from vidgen_ray.train.validate import validate
 
 log = get_logger("train")
@@ -79,21 +79,32 @@ def untrained_model(cfg: ExperimentConfig) -> VideoModel:
     return build_model(cfg.model).eval()
 
 
-def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], step: int, grad_accum: int) -> dict[str, float]:
-    """One optimizer step of every part (in the family's order) over ``grad_accum`` micro-batches."""
+def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], step: int, grad_accum: float,
+               passes: int | None = None) -> dict[str, float]:
+    """One optimizer step of every part (in the family's order) over this rank's micro-batches
+    ``batches``; each loss is divided by ``grad_accum``, the global batch's micro-batches per rank
+    (``len(batches)`` unless an elastic group shares them unevenly).
+
+    ``passes`` (>= ``len(batches)``): forward/backward passes every rank runs. FSDP2 gathers parameters
+    in every forward, a collective, so a rank with fewer micro-batches than the others pads with
+    passes over its last batch whose loss counts zero."""
+    passes = passes or len(batches)
     metrics: dict[str, float] = {}
     for name, part in parts.items():
         others = [p for n, p in parts.items() if n != name]
         totals: dict[str, float] = {}
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
+        for i in range(passes):
+            batch, real = batches[min(i, len(batches) - 1)], i < len(batches)
+            last = i == passes - 1
             with contextlib.ExitStack() as stack:
                 stack.enter_context(part.accumulating(last))  # accumulate locally, all-reduce once
                 for other in others:
                     stack.enter_context(other.inactive())  # an inactive part never syncs grads
                 with part.strategy.autocast():
                     out = model.losses(name, batch, step)
-                part.backward(out.loss, grad_accum, last)
+                part.backward(out.loss if real else out.loss * 0.0, grad_accum, last)
+            if not real:
+                continue
             totals[f"loss_{name}"] = totals.get(f"loss_{name}", 0.0) + float(out.loss.detach()) / len(batches)
             for k, v in out.metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / len(batches)
@@ -135,6 +146,10 @@ def train_loop_per_worker(config: dict) -> None:
     normalizer: Normalizer = config["normalizer"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # The global batch is fixed by the plan (micro-batches of train.batch_size); an elastic group of
+    # another size shares them out differently (train/batches.micro_batches), never changes their number.
+    total_micro = plan.global_batch // cfg.train.batch_size
+    assert total_micro * cfg.train.batch_size == plan.global_batch and total_micro >= world, (plan.global_batch, world)
     device = ray.train.torch.get_device() if cfg.parallel.use_gpu else torch.device("cpu")
     torch.set_num_threads(max(1, int(cfg.parallel.cpus_per_worker)))
     _seed_everything(cfg.train.seed)  # identical init on every rank; data order differs by shard
@@ -156,6 +171,12 @@ def train_loop_per_worker(config: dict) -> None:
         state.resumes += 1
         if rank == 0:
             log.info("resumed from %s at step %d (epoch %d, item %d)", restored.path, state.step, state.epoch, state.items_consumed)
+    if not state.workers or state.workers[-1][1] != world:
+        if state.workers and rank == 0:
+            per_rank = sorted({micro_batches(total_micro, world, r, 0) for r in range(world)})
+            log.info("the worker group is now %d workers (was %d): accumulating %s micro-batches each keeps the "
+                     "global batch at %d", world, state.workers[-1][1], "-".join(map(str, per_rank)), plan.global_batch)
+        state.workers.append([state.step, world])
     if not rng_restored:
         # Per-rank randomness (noise, timesteps, dropout). A resumed run keeps the RNG states its
         # checkpoint restored instead, so it continues the uninterrupted run's random stream
@@ -167,8 +188,8 @@ def train_loop_per_worker(config: dict) -> None:
                           frames_per_sample=cfg.model.frames)
     if rank == 0:
         params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 partitions
-        log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %d = %d/step | %d steps",
-                 cfg.model.name, params, flops / 1e9, world, cfg.train.batch_size, cfg.train.grad_accum,
+        log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %.3g = %d/step | %d steps",
+                 cfg.model.name, params, flops / 1e9, world, cfg.train.batch_size, total_micro / world,
                  plan.global_batch, plan.total_steps)
 
     # `with`: a run failing in this worker (a NaN loss, an error) still writes what it logged up to there.
@@ -187,7 +208,7 @@ def train_loop_per_worker(config: dict) -> None:
             collectives."""
             nonlocal stop_reason, last_reported, last_checkpointed, last_val
             metrics = _all_reduce_mean(dict(step_losses), device)
-            metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed)
+            metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed, workers=world)
             if validate_now and val_shard is not None:
                 last_val = _all_reduce_mean(validate(model, parts, val_shard, cfg, normalizer, device, state.step), device)
                 _update_early_stopping(cfg, state, last_val)
@@ -242,11 +263,11 @@ def train_loop_per_worker(config: dict) -> None:
             micro.append(last_batch)
             micro_items.append(raw["items"].tolist())
             state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
-            if len(micro) < cfg.train.grad_accum:
+            if len(micro) < micro_batches(total_micro, world, rank, state.step):
                 continue
             # --- compute ------------------------------------------------------------------------------------
             model.train()
-            step_losses = train_step(model, parts, micro, state.step, cfg.train.grad_accum)
+            step_losses = train_step(model, parts, micro, state.step, total_micro / world, passes=-(-total_micro // world))
             if ema is not None:
                 ema.update()
             state.step += 1
@@ -271,7 +292,8 @@ def train_loop_per_worker(config: dict) -> None:
                 if rank == 0:
                     log.info(progress_line(state.step, plan.total_steps, state.epoch, step_losses, telemetry_last, lr))
                 tracker.log_scalars({**{f"train/{k}": v for k, v in step_losses.items()}, "train/lr": lr,
-                                     "train/epoch": state.epoch, **{f"perf/{k}": v for k, v in telemetry_last.items()}},
+                                     "train/epoch": state.epoch, "perf/workers": world,
+                                     **{f"perf/{k}": v for k, v in telemetry_last.items()}},
                                     state.step)
             # --- sample, validate, checkpoint -----------------------------------------------------------------
             state.train_seconds += time.perf_counter() - clock

@@ -42,8 +42,10 @@ def make_plan(cfg: ExperimentConfig, train_units: Units) -> RunPlan:
         total = t.max_steps
         epochs = math.ceil(total * global_batch / clips_per_epoch) + 1  # +1: slack for the equal split's remainder
     else:
-        epochs = t.epochs
-        total = int(epochs * clips_per_epoch // global_batch)
+        total = int(t.epochs * clips_per_epoch // global_batch)
+        # An elastic group of a size that does not divide the step's micro-batches shares them unevenly
+        # (train/batches.micro_batches): a rank may need one more than its equal shard holds at the end.
+        epochs = t.epochs + (1 if cfg.parallel.elastic else 0)
     plan = RunPlan(total, epochs, steps_per_epoch, global_batch, global_batch / train_units.clips_per_unit, train_units.clips_per_unit)
     assert plan.total_steps >= 1 and plan.epochs >= 1
     log.info("plan: %d steps, %d epoch(s) in the stream, %d steps/epoch, global batch %d, %.1f clips per unit",
@@ -127,9 +129,7 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"experiment": cfg, "plan": plan, "normalizer": normalizer, "splits": tuple(datasets)},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.parallel.num_workers, use_gpu=cfg.parallel.use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=scaling_config(cfg.parallel, resources),
         run_config=ray.train.RunConfig(
             name=cfg.name,
             storage_path=storage_path,
@@ -146,6 +146,20 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
         dataset_config=ingest_config(datasets, ordered_train=cfg.data.ordered),
         torch_config=TorchConfig(backend=backend),
     )
+
+
+def scaling_config(par, resources: dict):
+    """Fixed ``num_workers``, or elastic between ``min_workers`` and ``num_workers``: Ray Train starts with
+    what the cluster holds in that range, restarts on fewer when a node dies (without waiting for a
+    replacement) and, every ``elastic_resize_interval_s``, restarts on more when nodes return. Every
+    restart resumes from the newest checkpoint, which reshards (train/strategies)."""
+    import ray.train
+
+    if not par.elastic:
+        return ray.train.ScalingConfig(num_workers=par.num_workers, use_gpu=par.use_gpu, resources_per_worker=resources)
+    return ray.train.ScalingConfig(num_workers=(par.min_workers, par.num_workers), use_gpu=par.use_gpu,
+                                   resources_per_worker=resources,
+                                   elastic_resize_monitor_interval_s=par.elastic_resize_interval_s)
 
 
 def ingest_config(datasets: dict, ordered_train: bool = False):

@@ -71,7 +71,7 @@ class Part:
     grad_clip: float
     scaler: Any = None  # fp16 GradScaler where the strategy uses one
 
-    def backward(self, loss: torch.Tensor, grad_accum: int, last: bool = True) -> None:
+    def backward(self, loss: torch.Tensor, grad_accum: float, last: bool = True) -> None:
         self.strategy.backward(self, loss, grad_accum, last)
 
     def step(self) -> float:
@@ -132,7 +132,7 @@ class Strategy:
         return autocast(self.device, self.par.precision)
 
     # --- stepping ---------------------------------------------------------------------------------
-    def backward(self, part: Part, loss: torch.Tensor, grad_accum: int, last: bool) -> None:
+    def backward(self, part: Part, loss: torch.Tensor, grad_accum: float, last: bool) -> None:
         if part.scaler is not None:
             part.scaler.scale(loss / grad_accum).backward()
         else:

@@ -82,7 +82,7 @@ class DeepSpeedStrategy(Strategy):
     def move_rest(self, model: VideoModel) -> None:
         pass  # the engines placed their parameters; moving the model would undo ZeRO-3's partitions
 
-    def backward(self, part: Part, loss: torch.Tensor, grad_accum: int, last: bool) -> None:
+    def backward(self, part: Part, loss: torch.Tensor, grad_accum: float, last: bool) -> None:
         engine = self.engines[part.name]
         engine.backward(loss)  # DeepSpeed scales by its own gradient_accumulation_steps
         if not last:
