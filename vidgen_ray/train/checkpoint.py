@@ -49,6 +49,7 @@ class TrainState:
     validations_without_improvement: int = 0
     history: list = field(default_factory=list)  # [step, loss] at every log interval
     workers: list = field(default_factory=list)  # [first step, world size] each time the group's size changed
+    checkpoint_stalls: list = field(default_factory=list)  # [step, seconds the loop waited to save and report it]
     train_seconds: float = 0.0  # wall time in data wait + steps (not validation, samples, checkpoints), all resumes
 
     def to_json(self) -> dict:

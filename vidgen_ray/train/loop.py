@@ -216,6 +216,9 @@ def train_loop_per_worker(config: dict) -> None:
             metrics.update(last_val)  # keep-best needs the metric on every checkpoint
             metrics.update(telemetry_last)
             checkpoint = None
+            stall_from = time.perf_counter()  # the loop is blocked from here to the report's return
+            if state.checkpoint_stalls:
+                metrics["checkpoint_stall_s"] = state.checkpoint_stalls[-1][1]
             if checkpoint_now:
                 tmp = Path(tempfile.mkdtemp(prefix="vidgen-ckpt-"))
                 ckpt.save(tmp, parts, ema, ema_part, state, to_dict(cfg))
@@ -233,6 +236,8 @@ def train_loop_per_worker(config: dict) -> None:
                 delete_local_checkpoint_after_upload=True,
             )
             last_reported = state.step
+            if checkpoint_now:  # saved on every rank, and with an async upload, only scheduled to upload
+                state.checkpoint_stalls.append([state.step, round(time.perf_counter() - stall_from, 4)])
             if rank == 0:
                 val_text = " ".join(f"{k} {v:.4f}" for k, v in last_val.items()) if validate_now else ""
                 what = "checkpoint" if checkpoint_now else "validation"
