@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
     opts = {"dry": args.dry, "codec": args.codec, "deadline": started + args.budget_s * (0.55 if not args.dry else 10),
             "warmup": 2 if args.dry else 3, "steps": 2 if args.dry else 10,
             "batch": {"dit-debug": 2, "dit-b": 4, "dit-l": 2}}
-    figures: dict = {"dry": args.dry, "gpus": gpus, "budget_s": args.budget_s}
+    figures: dict = {"dry": args.dry, "gpus": gpus, "budget_s": args.budget_s,
+                     "note": "dry run: no GPU figure was taken" if args.dry else "measured on the GPUs named per row"}
     # The grid gets ~55 % of the budget; the pipeline run and Serve the rest.
     figures["steps"] = step_grid(DRY_GRID if args.dry else GPU_GRID, 1 if args.dry else gpus, opts)
     root = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -287,6 +288,8 @@ def print_table(f: dict) -> None:
                   f"p50 {point['p50_ms']:.0f} ms, p95 {point.get('p95_ms', float('nan')):.0f} ms")
     if f.get("pipeline_error"):
         print("pipeline/serve failed:", f["pipeline_error"])
+    if f["dry"]:
+        print("DRY RUN: no GPU figure was taken; these CPU numbers only show that every path works.")
 
 
 if __name__ == "__main__":

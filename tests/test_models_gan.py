@@ -53,7 +53,7 @@ def test_r1_penalty_is_added_on_its_interval_only():
     with_r1, without = d_loss(4, 2.0), d_loss(4, 0.0)
     assert with_r1.metrics["r1"] > 0
     # Lazy regularisation: gamma / 2 * |grad|^2, scaled by the interval.
-    expected = without.loss.item() + 2.0 / 2 * with_r1.metrics["r1"] * 4
+    expected = without.loss.item() + 2.0 / 2 * float(with_r1.metrics["r1"]) * 4
     assert with_r1.loss.item() == pytest.approx(expected, rel=1e-4)
     assert "r1" not in d_loss(5, 2.0).metrics
     # The penalty backpropagates (double backward through the discriminator).

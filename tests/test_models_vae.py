@@ -76,9 +76,8 @@ def test_perceptual_loss_uses_user_supplied_vgg16_weights(tmp_path):
 
     out = model.losses("model", Batch(video), step=0)
     assert out.metrics["perceptual"] > 0
-    assert out.metrics["loss"] == pytest.approx(
-        out.metrics["recon"] + model.config.kl_weight * out.metrics["kl"] + out.metrics["perceptual"], rel=1e-5
-    )
+    m = {k: float(v) for k, v in out.metrics.items()}  # detached tensors: the trainer reads them at log_every
+    assert m["loss"] == pytest.approx(m["recon"] + model.config.kl_weight * m["kl"] + m["perceptual"], rel=1e-5)
     out.loss.backward()
     assert all(p.grad is not None for p in model.net.parameters())
     assert all(p.grad is None and not p.requires_grad for p in model.perceptual.parameters())

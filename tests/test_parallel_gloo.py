@@ -66,18 +66,18 @@ def _worker(rank: int, port: int, case: dict, directory: str, results) -> None:
     model, parts, ema, _ = _setup(case)
     losses = []
     for step in range(2):
-        losses.append(train_step(model, parts, [batches[step]], step, 1)["loss"])
+        losses.append(float(train_step(model, parts, [batches[step]], step, 1)["loss"]))
         if ema is not None:
             ema.update()
     ckpt.save(directory, parts, ema, "generator", ckpt.TrainState(step=2), {"note": "test"})
     dist.barrier()
-    uninterrupted = train_step(model, parts, [batches[2]], 2, 1)["loss"]
+    uninterrupted = float(train_step(model, parts, [batches[2]], 2, 1)["loss"])
 
     # A fresh process state: new model and wrappers, everything restored from the checkpoint.
     torch.manual_seed(12345)
     model2, parts2, ema2, _ = _setup(case)
     state = ckpt.load(directory, parts2, ema2)
-    resumed = train_step(model2, parts2, [batches[2]], 2, 1)["loss"]
+    resumed = float(train_step(model2, parts2, [batches[2]], 2, 1)["loss"])
     results.put((rank, losses, uninterrupted, resumed, state.step))
     dist.barrier()
     dist.destroy_process_group()

@@ -51,3 +51,23 @@ def test_the_command_prints_a_plan(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["gpus"] == 64 and out["assumptions"]["mfu"] == 0.4
     assert {f["name"] for f in out["figures"]} >= {"decode CPUs", "decode nodes", "clip cache", "checkpoint upload", "epoch"}
+
+
+def test_the_plan_takes_a_gpu_checks_fastest_row_per_gpu(tmp_path, capsys):
+    check = {"dry": False, "steps": [
+        {"preset": "dit-b", "strategy": "ddp", "compile": False, "activation_checkpointing": False, "gpus": 8,
+         "samples_per_s": 160.0, "device": "NVIDIA H100 80GB HBM3"},
+        {"preset": "dit-b", "strategy": "fsdp2", "compile": True, "activation_checkpointing": False, "gpus": 8,
+         "samples_per_s": 200.0, "device": "NVIDIA H100 80GB HBM3"},
+        {"preset": "dit-b", "strategy": "deepspeed", "compile": False, "activation_checkpointing": False, "gpus": 8,
+         "error": "OutOfMemoryError"},
+        {"preset": "dit-l", "strategy": "ddp", "compile": False, "activation_checkpointing": False, "gpus": 8,
+         "samples_per_s": 900.0, "device": "NVIDIA H100 80GB HBM3"}]}
+    path = tmp_path / "gpu_check.json"
+    path.write_text(json.dumps(check))
+    assert main(["plan", "--preset", "dit-b", "--gpus", "64", "--gpu-check", str(path), "--json"]) == 0
+    per_gpu = next(f for f in json.loads(capsys.readouterr().out)["figures"] if f["name"] == "samples/s per GPU")
+    assert per_gpu["value"] == 25.0 and "fsdp2, compile True" in per_gpu["source"]  # 200 / 8, not dit-l's
+    path.write_text(json.dumps({**check, "dry": True}))
+    assert main(["plan", "--preset", "dit-b", "--gpus", "64", "--gpu-check", str(path)]) == 2
+    assert "no GPU figure" in capsys.readouterr().err

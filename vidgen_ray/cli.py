@@ -121,14 +121,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import json
     from dataclasses import fields
 
-    from vidgen_ray.plan import Assumptions, format_plan, make_plan, read_decode_fps
+    from vidgen_ray.plan import Assumptions, format_plan, make_plan, read_decode_fps, read_gpu_check
 
     assumptions = Assumptions(**{f.name: getattr(args, f.name) for f in fields(Assumptions)
                                  if getattr(args, f.name, None) is not None})
     decode_fps, decode_source = read_decode_fps(args.data_bench)
+    gpu_samples, gpu_source = args.gpu_samples_per_s, "measured: given (--gpu-samples-per-s)"
+    if gpu_samples is None and args.gpu_check:
+        try:
+            gpu_samples, gpu_source = read_gpu_check(args.gpu_check, args.preset)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     plan = make_plan(args.preset, args.gpus, args.gpu, clips=args.clips, batch_per_gpu=args.batch_per_gpu,
                      checkpoint_every=args.checkpoint_every, fps=args.fps, decode_fps_per_cpu=decode_fps,
-                     decode_source=decode_source, gpu_samples_per_s=args.gpu_samples_per_s, assumptions=assumptions)
+                     decode_source=decode_source, gpu_samples_per_s=gpu_samples, assumptions=assumptions,
+                     gpu_source=gpu_source)
     print(json.dumps(plan.as_dict(), indent=1) if args.json else format_plan(plan))
     return 0
 
@@ -325,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=8.0, help="training clip frame rate (data.clip.fps)")
     p.add_argument("--data-bench", help="a benchmarks/data_throughput.py --json file (else BENCHMARKS.md's figure)")
     p.add_argument("--gpu-samples-per-s", type=float, help="measured training samples/s of one GPU (else a FLOPs estimate)")
+    p.add_argument("--gpu-check", help="a benchmarks/gpu_check.py --json file: its fastest row for the preset, per GPU")
     for name, help_text in (("mfu", "assumed MFU for the FLOPs estimate"), ("source_fps", "source video frame rate"),
                             ("source_mbps", "source video bitrate, Mbit/s"), ("upload_gbps", "checkpoint upload, Gbit/s"),
                             ("cpus_per_decode_node", "CPUs of a decode node"), ("decode_headroom", "decode capacity over need")):

@@ -83,9 +83,26 @@ def read_decode_fps(path: str | None) -> tuple[float, str]:
     return float(figures["pipeline_fps_1cpu"]), f"measured: {path} (pipeline_fps_1cpu)"
 
 
+def read_gpu_check(path: str, preset: str) -> tuple[float, str]:
+    """Samples/s of one GPU for ``preset`` from a ``benchmarks/gpu_check.py --json`` file: its fastest
+    measured row for that preset (any strategy, compile and checkpointing setting), per GPU."""
+    from vidgen_ray import storage
+
+    figures = json.loads(storage.read_text(path))
+    if figures.get("dry"):
+        raise ValueError(f"{path} is a dry (CPU-sized) GPU check: it holds no GPU figure; run it on a GPU machine")
+    rows = [r for r in figures.get("steps", []) if r.get("preset") == preset and r.get("samples_per_s") and r.get("gpus")]
+    if not rows:
+        raise ValueError(f"{path} has no measured row for {preset}; pass --gpu-samples-per-s or run the check with it")
+    best = max(rows, key=lambda r: r["samples_per_s"] / r["gpus"])
+    setting = f"{best['strategy']}, compile {best['compile']}, checkpointing {best['activation_checkpointing']}"
+    return best["samples_per_s"] / best["gpus"], f"measured: {path} ({best['device']}, {setting})"
+
+
 def make_plan(preset: str, gpus: int, gpu: str = "h100", clips: int = 1_000_000, batch_per_gpu: int = 8,
               checkpoint_every: int = 1000, fps: float = 8.0, decode_fps_per_cpu: float | None = None, decode_source: str = "",
-              gpu_samples_per_s: float | None = None, assumptions: Assumptions | None = None) -> Plan:
+              gpu_samples_per_s: float | None = None, assumptions: Assumptions | None = None,
+              gpu_source: str = "measured: given (--gpu-samples-per-s)") -> Plan:
     """The plan's arithmetic. ``gpu_samples_per_s``: a measured training throughput of one GPU for this
     preset (the GPU check's); without it, one is estimated from the preset's FLOPs at ``assumptions.mfu``."""
     a = assumptions or Assumptions()
@@ -111,7 +128,7 @@ def make_plan(preset: str, gpus: int, gpu: str = "h100", clips: int = 1_000_000,
             plan.warnings.append("the latent model's FLOPs leave out the frozen VAE's encoder, which runs on every "
                                  "step unless latents are precomputed")
     else:
-        per_gpu, source = gpu_samples_per_s, "measured: given (--gpu-samples-per-s)"
+        per_gpu, source = gpu_samples_per_s, gpu_source
     add(Figure("samples/s per GPU", per_gpu, "samples/s", source))
     total = per_gpu * gpus
     add(Figure("samples/s, all GPUs", total, "samples/s", f"{gpus} x samples/s per GPU"))

@@ -101,10 +101,12 @@ class Conditioning:
 
 @dataclass
 class LossOutput:
-    """What a family returns for one part's step: the scalar to backpropagate and detached metrics."""
+    """What a family returns for one part's step: the scalar to backpropagate and metrics, as detached
+    tensors (or plain numbers): the trainer reads them on the host only at ``train.log_every``, since
+    reading a GPU tensor waits for the device."""
 
     loss: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 class VideoModel(nn.Module):

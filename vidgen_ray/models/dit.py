@@ -428,7 +428,7 @@ class VideoDiT(VideoModel):
         # below min_t too (with the plain noise - x0 target it would be biased towards x_t there).
         target = self.velocity(x0, x_t, t) if cfg.prediction == "data" else velocity_target(x0, noise)
         loss = F.mse_loss(velocity.float(), target.float())
-        return LossOutput(loss, {"loss": loss.item()})
+        return LossOutput(loss, {"loss": loss.detach()})
 
     def velocity(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, min_t: float | None = None) -> torch.Tensor:
         """The network's output as a velocity (dx_t/dt = noise - data), whatever it predicts. Training

@@ -313,7 +313,7 @@ class VideoGAN(VideoModel):
             video_logits, frame_logits = self.discriminator(torch.cat([real, fake.to(real.dtype)]), both_labels)
             v_real, v_fake = video_logits.float().chunk(2)
             loss = discriminator_loss(cfg.loss, v_real, v_fake)
-            metrics = {"d_real": v_real.mean().item(), "d_fake": v_fake.mean().item()}
+            metrics = {"d_real": v_real.detach().mean(), "d_fake": v_fake.detach().mean()}
             real_score = v_real.sum()
             if frame_logits is not None:
                 f_real, f_fake = frame_logits.float().chunk(2)
@@ -323,8 +323,8 @@ class VideoGAN(VideoModel):
                 (grad,) = torch.autograd.grad(real_score, real, create_graph=True)
                 r1 = grad.float().square().flatten(1).sum(1).mean()
                 loss = loss + (cfg.r1_gamma / 2) * r1 * cfg.r1_interval
-                metrics["r1"] = r1.item()
-            metrics["d_loss"] = loss.item()
+                metrics["r1"] = r1.detach()
+            metrics["d_loss"] = loss.detach()
             return LossOutput(loss, metrics)
         if part == "generator":
             # D stays frozen until the next discriminator step, not just for this forward: the
@@ -336,7 +336,7 @@ class VideoGAN(VideoModel):
             loss = generator_loss(cfg.loss, video_logits.float())
             if frame_logits is not None:
                 loss = loss + cfg.image_disc_weight * generator_loss(cfg.loss, frame_logits.float())
-            return LossOutput(loss, {"g_loss": loss.item()})
+            return LossOutput(loss, {"g_loss": loss.detach()})
         raise KeyError(f"gan has parts 'discriminator' and 'generator', not {part!r}")
 
     @torch.no_grad()

@@ -192,7 +192,7 @@ class VideoPredictor(VideoModel):
         target = video[:, :, context:].float()
         diff = predicted - target
         loss = diff.abs().mean() if cfg.loss == "l1" else diff.square().mean()
-        return LossOutput(loss, {"loss": loss.item(), "teacher_forcing": p})
+        return LossOutput(loss, {"loss": loss.detach(), "teacher_forcing": p})
 
     @torch.no_grad()
     def sample(

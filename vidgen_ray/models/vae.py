@@ -259,7 +259,7 @@ class VideoVAE(VideoModel):
         mean32, logvar32 = mean.float(), logvar.float()
         kl = 0.5 * (mean32.square() + logvar32.exp() - 1.0 - logvar32).mean()
         loss = rec + cfg.kl_weight * kl
-        metrics = {"recon": rec.item(), "kl": kl.item()}
+        metrics = {"recon": rec.detach(), "kl": kl.detach()}
         if self.perceptual is not None:
             b, c, t, h, w = video.shape
             k = cfg.perceptual_frames
@@ -271,8 +271,8 @@ class VideoVAE(VideoModel):
 
             perceptual = self.perceptual(pick(recon), pick(video))
             loss = loss + cfg.perceptual_weight * perceptual
-            metrics["perceptual"] = perceptual.item()
-        metrics["loss"] = loss.item()
+            metrics["perceptual"] = perceptual.detach()
+        metrics["loss"] = loss.detach()
         return LossOutput(loss, metrics)
 
     @torch.no_grad()

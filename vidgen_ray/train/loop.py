@@ -80,10 +80,11 @@ def untrained_model(cfg: ExperimentConfig) -> VideoModel:
 
 
 def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], step: int, grad_accum: float,
-               passes: int | None = None) -> dict[str, float]:
+               passes: int | None = None) -> dict[str, torch.Tensor | float]:
     """One optimizer step of every part (in the family's order) over this rank's micro-batches
     ``batches``; each loss is divided by ``grad_accum``, the global batch's micro-batches per rank
-    (``len(batches)`` unless an elastic group shares them unevenly).
+    (``len(batches)`` unless an elastic group shares them unevenly). The metrics stay on the device
+    (``host_metrics`` reads them).
 
     ``passes`` (>= ``len(batches)``): forward/backward passes every rank runs. FSDP2 gathers parameters
     in every forward, a collective, so a rank with fewer micro-batches than the others pads with
@@ -105,15 +106,23 @@ def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], 
                 part.backward(out.loss if real else out.loss * 0.0, grad_accum, last)
             if not real:
                 continue
-            totals[f"loss_{name}"] = totals.get(f"loss_{name}", 0.0) + float(out.loss.detach()) / len(batches)
+            # Tensors on the device: summed here, read on the host at log_every (host_metrics).
+            totals[f"loss_{name}"] = totals.get(f"loss_{name}", 0.0) + out.loss.detach() / len(batches)
             for k, v in out.metrics.items():
-                totals[k] = totals.get(k, 0.0) + float(v) / len(batches)
+                totals[k] = totals.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v) / len(batches)
         totals[f"grad_norm_{name}"] = part.step()
         for other in others:
             other.zero_grad()  # grads an inactive part may have received are never applied
         metrics.update(totals)
     metrics["loss"] = sum(v for k, v in metrics.items() if k.startswith("loss_"))
     return metrics
+
+
+def host_metrics(metrics: dict) -> dict[str, float]:
+    """A step's metrics as Python floats: one device sync for all of them."""
+    tensors = {k: v for k, v in metrics.items() if torch.is_tensor(v)}
+    values = torch.stack([v.float() for v in tensors.values()]).tolist() if tensors else []
+    return {**{k: float(v) for k, v in metrics.items()}, **dict(zip(tensors, values))}
 
 
 def open_tracker(cfg: ExperimentConfig, rank: int, start_step: int) -> Tracker:
@@ -196,7 +205,7 @@ def train_loop_per_worker(config: dict) -> None:
     with open_tracker(cfg, rank, state.step) as tracker:
         train_shard = ray.train.get_dataset_shard("train")
         val_shard = ray.train.get_dataset_shard("val") if "val" in config.get("splits", ()) else None
-        step_losses: dict[str, float] = {}
+        step_losses: dict = {}  # the last step's metrics: device tensors until logged
         stop_reason = ""
 
         last_reported = last_checkpointed = -1
@@ -207,7 +216,7 @@ def train_loop_per_worker(config: dict) -> None:
             steps with the same arguments: report is a barrier, and validation and sharded saves are
             collectives."""
             nonlocal stop_reason, last_reported, last_checkpointed, last_val
-            metrics = _all_reduce_mean(dict(step_losses), device)
+            metrics = _all_reduce_mean(host_metrics(step_losses), device)
             metrics.update(step=state.step, epoch=state.epoch, items_consumed=state.items_consumed, workers=world)
             if validate_now and val_shard is not None:
                 last_val = _all_reduce_mean(validate(model, parts, val_shard, cfg, normalizer, device, state.step), device)
@@ -287,10 +296,12 @@ def train_loop_per_worker(config: dict) -> None:
                 state.rows_into_item = 0
             telemetry.stepped(sum(b.size for b in micro))
             micro, micro_items = [], []
-            if not math.isfinite(step_losses["loss"]):
-                raise FloatingPointError(f"loss is {step_losses['loss']} at step {state.step}; lower train.optim.lr or use fp32")
-            # --- log ----------------------------------------------------------------------------------------
+            # --- log (the step's metrics reach the host only here: reading them waits for the device) --------
             if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:
+                step_losses = host_metrics(step_losses)
+                if not math.isfinite(step_losses["loss"]):
+                    raise FloatingPointError(f"loss is {step_losses['loss']} at step {state.step} (checked every "
+                                             "train.log_every steps); lower train.optim.lr or use fp32")
                 telemetry_last = telemetry.flush(step_losses)
                 state.history.append([state.step, round(step_losses["loss"], 6)])
                 lr = next(iter(parts.values())).lr

@@ -74,8 +74,9 @@ class Part:
     def backward(self, loss: torch.Tensor, grad_accum: float, last: bool = True) -> None:
         self.strategy.backward(self, loss, grad_accum, last)
 
-    def step(self) -> float:
-        """Clip, step optimizer and schedule, zero grads. Returns the pre-clip global grad norm."""
+    def step(self) -> torch.Tensor | float:
+        """Clip, step optimizer and schedule, zero grads. Returns the pre-clip global grad norm (a
+        device tensor where reading it would wait for the device)."""
         return self.strategy.step(self)
 
     def zero_grad(self) -> None:
@@ -138,7 +139,7 @@ class Strategy:
         else:
             (loss / grad_accum).backward()
 
-    def step(self, part: Part) -> float:
+    def step(self, part: Part) -> torch.Tensor | float:
         if part.scaler is not None:
             part.scaler.unscale_(part.optimizer)
         norm = clip_grad_norm(part.raw, part.grad_clip)
@@ -218,7 +219,7 @@ def format_mismatch(meta: dict, strategy: Strategy) -> str:
             f"checkpoints, deepspeed only its own: set parallel.strategy={written} or start a new run")
 
 
-def clip_grad_norm(module: nn.Module, max_norm: float) -> float:
+def clip_grad_norm(module: nn.Module, max_norm: float) -> torch.Tensor | float:
     params = [p for p in module.parameters() if p.grad is not None]
     if not params:
         return 0.0
@@ -228,7 +229,7 @@ def clip_grad_norm(module: nn.Module, max_norm: float) -> float:
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
     if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor norm over all shards
         norm = norm.full_tensor()
-    return float(norm)
+    return norm.detach()
 
 
 def apply_activation_checkpointing(model: VideoModel, part: str) -> None:
