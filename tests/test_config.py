@@ -97,7 +97,7 @@ def test_an_elastic_worker_range_maps_to_ray_trains_min_max(spelling):
 
 
 def test_elastic_ranges_refuse_deepspeed_and_bad_spellings():
-    with pytest.raises(ConfigError, match="DeepSpeed's checkpoints cannot"):
+    with pytest.raises(ConfigError, match="DeepSpeed's engine fixes its accumulation"):
         load_experiment("vae-debug", sets=["parallel.num_workers=2-4", "parallel.strategy=deepspeed"])
     with pytest.raises(ConfigError, match="expected N, MIN-MAX"):
         load_experiment("vae-debug", sets=["parallel.num_workers=[1, 2, 3]"])

@@ -2,7 +2,8 @@
 including across those strategies. The resumed model, optimizer moments, EMA and LR schedule equal the
 writer's, and the next step on the same global batch (its 3 micro-batches shared out over the new world
 as an elastic run does: 3 accumulated on 1 worker, 2 + 1 on 2, 1 each on 3) gives the weights and
-moments of the run that never stopped. DeepSpeed refuses another world size before a step runs.
+moments of the run that never stopped. DeepSpeed ZeRO-2 does the same through its universal checkpoint
+(one micro-batch a rank: its engine fixes the accumulation); ZeRO-3 refuses before a step runs.
 
 The model is the recurrent predictor with teacher forcing held at 1: its loss draws no random numbers,
 so a step is a function of the weights and the global batch alone, whatever the world size.
@@ -49,13 +50,18 @@ def _my_micro_batches(step: int, rank: int, world: int):
 
 
 def _step(model, parts, step: int, rank: int, world: int) -> None:
+    from vidgen_ray.models.base import Batch
     from vidgen_ray.train.loop import train_step
 
+    if parts["model"].strategy.name == "deepspeed":  # its engine fixes the accumulation: one micro-batch a rank
+        per = GLOBAL_BATCH // world
+        train_step(model, parts, [Batch(video=_global_batch(step)[rank * per:(rank + 1) * per])], step, 1)
+        return
     total = GLOBAL_BATCH // MICRO
     train_step(model, parts, _my_micro_batches(step, rank, world), step, total / world, passes=-(-total // world))
 
 
-def _setup(strategy: str, seed: int, zero_stage: int = 2):
+def _setup(strategy: str, seed: int):
     from dataclasses import replace
 
     from vidgen_ray.models.registry import build_model, get_preset
@@ -67,16 +73,25 @@ def _setup(strategy: str, seed: int, zero_stage: int = 2):
     model = build_model(replace(get_preset("rnn-debug"), teacher_forcing_floor=1.0))
     train = TrainConfig(batch_size=MICRO, grad_clip=1.0, optim=OptimConfig(lr=1e-2),
                         schedule=ScheduleConfig(kind="cosine", warmup_steps=2))
+    zero_stage = 3 if strategy == "zero3" else 2
+    strategy = "deepspeed" if strategy.startswith("zero") else strategy
     par = ParallelConfig(strategy=strategy, num_workers=dist.get_world_size(), zero_stage=zero_stage)
     parts = parallelize(model, par, train, torch.device("cpu"), total_steps=10)
-    return model, parts, EMA(parts["model"].raw, 0.5)
+    return model, parts, None if zero_stage == 3 else EMA(parts["model"].raw, 0.5)  # ZeRO-3 refuses an EMA
 
 
 def _full_state(parts, ema) -> dict:
-    """Whole weights, Adam moments, EMA and LR, gathered to rank 0 (a collective for FSDP2)."""
+    """Whole weights, Adam moments, EMA and LR, gathered to rank 0 (a collective for FSDP2). DeepSpeed's
+    ZeRO-2 keeps whole weights on every rank and flat partitions of the moments: weights, EMA and LR
+    (the step after a load tests the moments)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     part = parts["model"]
+    if part.strategy.name == "deepspeed":
+        weights = {k: v.detach().clone() for k, v in part.raw.state_dict().items()}
+        with ema.applied():
+            averaged = {k: v.detach().clone() for k, v in part.raw.state_dict().items()}
+        return {"model": weights, "optim": {}, "ema": averaged, "lr": part.lr}
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     # Copied at once: on one device the state dicts hold the live tensors, which ema.applied() overwrites.
     copy = lambda tree: torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t.detach().clone(), tree)  # noqa: E731
@@ -99,9 +114,10 @@ def _worker(rank: int, world: int, port: int, role: str, strategy: str, director
         model, parts, ema = _setup(strategy, seed=0)
         for step in range(2):
             _step(model, parts, step, rank, world)
-            ema.update()
+            if ema is not None:
+                ema.update()
         ckpt.save(d / "ckpt", parts, ema, "model", ckpt.TrainState(step=2, samples_seen=12), {"note": "test"})
-        if strategy == "deepspeed":  # only its refusal is tested
+        if ema is None:  # ZeRO-3: only its refusal is tested
             results.put(out)
             dist.barrier()
             dist.destroy_process_group()
@@ -169,7 +185,9 @@ CASES = {
     "ddp": ("ddp", "ddp", (1, 3)),
     "fsdp2": ("fsdp2", "fsdp2", (1, 3)),
     "ddp-to-fsdp2": ("ddp", "fsdp2", (3,)),
+    "zero2": ("zero2", "zero2", (1, 3)),  # through DeepSpeed's universal checkpoint
 }
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions"))
 # The writer runs on 2 workers, which share the 3 micro-batches of a step unevenly (2 + 1, rotating):
 # the readers at 1 (3 accumulated) and 3 (1 each) match it, so uneven sharing is the same global step.
 
@@ -193,12 +211,9 @@ def test_a_checkpoint_from_2_workers_resumes_on_1_and_on_3(name: str, tmp_path: 
         _assert_same(resumed["after"], reference["after"], f"{name} stepped on {world}", atol=2e-6)
 
 
-def test_deepspeed_refuses_another_world_size_before_a_step(tmp_path: Path):
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions"))
-    _run(2, "write", "deepspeed", tmp_path)
-    out = _run(1, "resume", "deepspeed", tmp_path)
-    message = out[0].get("refused", "")
-    assert "written by 2 workers" in message and "parallel.num_workers=2" in message and "fsdp2" in message, out
+def test_zero3_refuses_another_world_size_before_a_step(tmp_path: Path):
+    _run(2, "write", "zero3", tmp_path)
+    message = _run(1, "resume", "zero3", tmp_path)[0].get("refused", "")
+    assert "written by 2 workers" in message and "parallel.num_workers=2" in message and "ZeRO-3" in message, message
     # ... and a DCP-format run refuses the DeepSpeed checkpoint with the strategies that can read it.
-    out = _run(1, "resume", "ddp", tmp_path)
-    assert "deepspeed only its own" in out[0].get("refused", ""), out
+    assert "deepspeed only its own" in _run(1, "resume", "ddp", tmp_path)[0].get("refused", "")

@@ -1,5 +1,5 @@
-"""Checkpoints that resume exactly, for every strategy and (except DeepSpeed) at any world size, plus
-consolidated weights for inference.
+"""Checkpoints that resume exactly, for every strategy and at any world size (DeepSpeed: ZeRO-1/2 with
+Adam), plus consolidated weights for inference.
 
 A checkpoint directory (one per ``ray.train.report``; Ray merges every rank's files into it):
 
@@ -9,7 +9,8 @@ A checkpoint directory (one per ``ray.train.report``; Ray merges every rank's fi
     dcp/                none / ddp / fsdp2: torch.distributed.checkpoint of every part's model and
                         optimizer and of the EMA, by parameter name: any world size, any of the three
     schedules.pt        none / ddp / fsdp2: LR schedules (and fp16 grad scalers)
-    ds_<part>/, ema.pt  deepspeed: the engine's own ZeRO checkpoint per part (same world size only)
+    ds_<part>/, ema.pt  deepspeed: the engine's own ZeRO checkpoint per part (another world size reads
+                        it through DeepSpeed's universal-checkpoint conversion)
     model.pt            rank 0: consolidated weights (+ EMA) that evaluate/serve load on one device
 
 What each strategy writes and reads is its own (``train/strategies``); this file holds what they

@@ -136,8 +136,9 @@ class ParallelConfig:
             raise ValueError(f"parallel.min_workers {self.min_workers} must be in [0, num_workers={self.num_workers}] "
                              "(0: a fixed-size group); e.g. parallel.num_workers=2-4")
         if self.elastic and self.strategy == "deepspeed":
-            raise ValueError("an elastic run (parallel.num_workers=MIN-MAX) resumes at changing world sizes, which "
-                             "DeepSpeed's checkpoints cannot; use parallel.strategy=fsdp2 or ddp, or a fixed num_workers")
+            raise ValueError("an elastic run (parallel.num_workers=MIN-MAX) shares each step's micro-batches out anew at "
+                             "every world size, and DeepSpeed's engine fixes its accumulation steps when it starts; use "
+                             "parallel.strategy=fsdp2 or ddp, or a fixed num_workers")
         if self.elastic_resize_interval_s < 0:
             raise ValueError("parallel.elastic_resize_interval_s must be >= 0 (seconds)")
         if self.zero_stage not in (1, 2, 3):

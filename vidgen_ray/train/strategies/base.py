@@ -11,8 +11,8 @@ checkpoint code call this interface only; they never name a strategy. The subcla
 
 The first three share one checkpoint format, torch.distributed.checkpoint over ``get_state_dict``
 (fully qualified names, logical tensors), so a checkpoint written by N workers under any of them
-resumes on M workers under any of them. DeepSpeed keeps its engine's own format, which needs the
-world size that wrote it (``resumes_at_any_world_size`` is False).
+resumes on M workers under any of them. DeepSpeed keeps its engines' own format; at another world
+size it converts it to DeepSpeed's universal checkpoint (ZeRO-1/2 with Adam; ZeRO-3 is refused).
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ class Strategy:
     """Base class: the per-part template, plain backward/step, and the resharding checkpoint format."""
 
     name: ClassVar[str] = ""
-    resumes_at_any_world_size: ClassVar[bool] = True
     checkpoint_format: ClassVar[str] = "dcp"
 
     def __init__(self, par: ParallelConfig, device: torch.device) -> None:

@@ -2,16 +2,21 @@
 
 Mixed precision comes from the loop's ``torch.autocast`` (fp32 master weights), the same numerics
 as DDP and FSDP2; DeepSpeed's own bf16/fp16 modes stay off. Checkpoints are the engines' own
-(``save_checkpoint``), which need the world size that wrote them: resuming at another size is
-refused before a step runs, with the way out in the message. (DeepSpeed's universal-checkpoint
-conversion, ``ds_to_universal``, could carry ZeRO-1/2 Adam states across sizes; it is not wired in.)
+(``save_checkpoint``), partitioned by world size. Resuming at another world size goes through
+DeepSpeed's universal checkpoint: every rank converts the engine checkpoint (``ds_to_universal``) into
+a folder of its own and loads it with ``load_universal``. That conversion handles ZeRO-1/2 with the
+Adam family (it reads ``exp_avg`` / ``exp_avg_sq``); ZeRO-3 (whose universal load gives every
+parameter group the first group's hyperparameters) and SGD / RMSprop are refused before a step runs,
+with the way out in the message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import torch
@@ -54,7 +59,6 @@ def deepspeed_config(train: TrainConfig, par: ParallelConfig) -> dict:
 
 class DeepSpeedStrategy(Strategy):
     name = "deepspeed"
-    resumes_at_any_world_size = False
     checkpoint_format = "deepspeed"
 
     def __init__(self, par: ParallelConfig, device: torch.device) -> None:
@@ -62,11 +66,13 @@ class DeepSpeedStrategy(Strategy):
         super().__init__(par, device)
         self.engines: dict[str, Any] = {}
         self.owners: dict[str, tuple[nn.Module, str]] = {}  # part -> (model, attribute holding it)
+        self.optimizer_name = ""
 
     def wrap(self, model: VideoModel, name: str, raw: nn.Module, train: TrainConfig, lr: float, total_steps: int) -> Part:
         import deepspeed
 
         optimizer = build_optimizer(raw.parameters(), train.optim, lr)
+        self.optimizer_name = train.optim.name
         schedule = lr_lambda(train.schedule, total_steps)
         engine, ds_opt, _, ds_sched = deepspeed.initialize(
             model=raw,
@@ -127,19 +133,42 @@ class DeepSpeedStrategy(Strategy):
     def load(self, directory: Path, parts: dict[str, Part], ema: EMA | None, meta: dict) -> None:
         if meta.get("format") != self.checkpoint_format:
             raise ConfigError(format_mismatch(meta, self))
-        check_world_size(meta, world_size())
-        for name in parts:
-            self.engines[name].load_checkpoint(str(directory / f"ds_{name}"), tag="state")
+        written = int(meta.get("world_size", world_size()))
+        if written == world_size():
+            for name in parts:
+                self.engines[name].load_checkpoint(str(directory / f"ds_{name}"), tag="state")
+        else:
+            check_reshardable(written, world_size(), self.par.zero_stage, self.optimizer_name)
+            for name in parts:
+                self._load_universal(directory / f"ds_{name}" / "state", self.engines[name])
         if ema is not None and (directory / EMA_FILE).exists():
             ema.load_state_dict(torch.load(directory / EMA_FILE, map_location="cpu", weights_only=False))
 
 
-def check_world_size(meta: dict, workers: int) -> None:
-    """A DeepSpeed checkpoint resumes only at the world size that wrote it."""
-    written = int(meta.get("world_size", workers))
-    if written != workers:
-        raise ConfigError(
-            f"this DeepSpeed checkpoint was written by {written} workers and the run now has {workers}: ZeRO "
-            f"partitions the optimizer state by world size. Resume with parallel.num_workers={written}, or "
-            f"train with parallel.strategy=fsdp2 (or ddp), whose checkpoints resume at any world size"
-        )
+    @staticmethod
+    def _load_universal(state_dir: Path, engine) -> None:
+        """Convert one engine's checkpoint to DeepSpeed's universal format, in a folder of this rank's own
+        (the checkpoint folder may be shared by the ranks of a node), and load it at this world size."""
+        from deepspeed.checkpoint import ds_to_universal
+
+        root = Path(tempfile.mkdtemp(prefix="vidgen-ds-universal-"))
+        ds_to_universal.main(SimpleNamespace(input_folder=str(state_dir), output_folder=str(root / "state"),
+                                             num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                             strict=True, inject_missing_state=True))
+        engine._config.load_universal_checkpoint = True  # read when loading only; the engine was built without it
+        try:
+            engine.load_checkpoint(str(root), tag=None)  # the conversion wrote root/latest_universal
+        finally:
+            engine._config.load_universal_checkpoint = False
+
+
+def check_reshardable(written: int, workers: int, zero_stage: int, optimizer: str) -> None:
+    """What DeepSpeed's universal checkpoint can carry to another world size: ZeRO-1/2, Adam family."""
+    if zero_stage <= 2 and optimizer in ("adam", "adamw"):
+        return
+    why = (f"ZeRO-{zero_stage}'s universal load gives every parameter group the first group's settings" if zero_stage > 2
+           else f"DeepSpeed's universal conversion reads Adam's moments, and this run uses {optimizer}")
+    raise ConfigError(
+        f"this DeepSpeed checkpoint was written by {written} workers and the run now has {workers}: {why}. Resume "
+        f"with parallel.num_workers={written}, or train with parallel.strategy=fsdp2 (or ddp), whose checkpoints "
+        f"resume at any world size")
