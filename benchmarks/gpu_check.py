@@ -21,12 +21,14 @@ code on the CPU with dit-debug, gloo and a few steps, so CI keeps every path wor
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,29 +132,48 @@ def _grid_worker(rank: int, world: int, port: int, rows: list, opts: dict, out_p
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, device_id=device if cuda else None)
+    # A rank stuck in a collective (another rank failed mid-step) errors after this instead of NCCL's 10 minutes.
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, device_id=device if cuda else None,
+                            timeout=timedelta(seconds=180))
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)"
     results, deadline = [], opts["deadline"]
+
+    def everyone(flag: bool) -> bool:  # rank-local decisions would split the ranks between rows
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    failed = False
     for row in rows:
         entry = {"preset": row[0], "strategy": row[1], "compile": row[2], "activation_checkpointing": row[3],
                  "device": name, "gpus": world if cuda else 0}
-        if time.time() > deadline:
+        if failed:
+            results.append(entry | {"skipped": "an earlier row failed on some rank"})
+            continue
+        if everyone(time.time() > deadline):
             results.append(entry | {"skipped": "past --budget-s"})
             continue
         try:
             entry |= _measure(tuple(row), device, world, opts)
         except Exception as exc:  # noqa: BLE001 - one failed row (out of memory, a kernel) must not end the check
             entry["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        # A row that failed on one rank may have left the others mid-collective: stop the grid there.
+        try:
+            failed = everyone("error" in entry)
+        except Exception:  # noqa: BLE001 - the group itself broke (a timed-out collective)
+            failed = True
         results.append(entry)
         if rank == 0:
             print(json.dumps(entry), flush=True)
+        torch._dynamo.reset()
+        gc.collect()  # FSDP and DeepSpeed state holds reference cycles: free them before the next row
         if cuda:
             torch.cuda.empty_cache()
-        torch._dynamo.reset()
     if rank == 0:
         Path(out_path).write_text(json.dumps(results))
-    dist.barrier()
-    dist.destroy_process_group()
+    if not failed:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def step_grid(rows: list, world: int, opts: dict) -> list[dict]:
@@ -188,6 +209,7 @@ def pipeline_run(preset: str, gpus: int, dry: bool, steps: int, root: Path) -> d
     result = train(cfg)
     meta = read_meta(result.checkpoint.path)
     stalls = [s for _, s in meta["state"]["checkpoint_stalls"]]
+    # Each checkpoint's stall is recorded after it is saved, so the final checkpoint lists all but its own.
     return {"preset": preset, "steps": steps, "wall_s": round(time.perf_counter() - started, 1),
             "samples_per_s": result.metrics.get("samples_per_s"), "data_wait_fraction": result.metrics.get("data_wait_fraction"),
             "checkpoint_stalls_s": stalls, "checkpoint": result.checkpoint.path}
@@ -248,7 +270,10 @@ def main(argv: list[str] | None = None) -> dict:
     figures: dict = {"dry": args.dry, "gpus": gpus, "budget_s": args.budget_s,
                      "note": "dry run: no GPU figure was taken" if args.dry else "measured on the GPUs named per row"}
     # The grid gets ~55 % of the budget; the pipeline run and Serve the rest.
-    figures["steps"] = step_grid(DRY_GRID if args.dry else GPU_GRID, 1 if args.dry else gpus, opts)
+    try:
+        figures["steps"] = step_grid(DRY_GRID if args.dry else GPU_GRID, 1 if args.dry else gpus, opts)
+    except Exception as exc:  # noqa: BLE001 - a crashed rank: the pipeline and Serve figures are still taken
+        figures["steps"], figures["steps_error"] = [], f"{type(exc).__name__}: {str(exc)[:500]}"
     root = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     preset = args.pipeline_preset or ("dit-debug" if args.dry else "dit-b")
     try:
@@ -286,6 +311,8 @@ def print_table(f: dict) -> None:
         for point in s["points"]:
             print(f"serve {s['model']} on {s['device']}, {s['steps']} steps, concurrency {point['concurrency']}: "
                   f"p50 {point['p50_ms']:.0f} ms, p95 {point.get('p95_ms', float('nan')):.0f} ms")
+    if f.get("steps_error"):
+        print("step grid failed:", f["steps_error"])
     if f.get("pipeline_error"):
         print("pipeline/serve failed:", f["pipeline_error"])
     if f["dry"]:

@@ -94,6 +94,9 @@ def test_an_elastic_worker_range_maps_to_ray_trains_min_max(spelling):
     assert experiment_from_dict(to_dict(cfg)).parallel.min_workers == 2  # a dumped config keeps the range
     fixed = load_experiment("vae-debug", sets=["parallel.num_workers=3"]).parallel
     assert (fixed.elastic, fixed.fewest_workers, scaling_config(fixed, {"CPU": 1}).num_workers) == (False, 3, 3)
+    # One number over an elastic range makes a fixed group again (a --workers override, a Tune trial).
+    over = load_experiment("vae-debug", sets=[f"parallel.num_workers={spelling}", "parallel.num_workers=1"]).parallel
+    assert (over.elastic, over.min_workers, over.num_workers) == (False, 0, 1)
 
 
 def test_elastic_ranges_refuse_deepspeed_and_bad_spellings():

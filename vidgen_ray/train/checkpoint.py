@@ -63,8 +63,8 @@ class TrainState:
 def _save_rng(directory: Path) -> None:
     (directory / "rng").mkdir(parents=True, exist_ok=True)
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this rank's device only: a resumed rank may see another set of GPUs
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     torch.save(state, directory / "rng" / f"rank{_rank()}.pt")
 
 
@@ -113,6 +113,6 @@ def load(directory: str | Path, parts: dict[str, Part], ema: EMA | None) -> Trai
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if torch.is_tensor(rng.get("cuda")) and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"], torch.cuda.current_device())
     return TrainState(**meta["state"])

@@ -118,7 +118,7 @@ class ParallelConfig:
             if len(value) != 2:
                 raise ValueError(f"parallel.num_workers: expected N, MIN-MAX or [MIN, MAX], got {value!r}")
             return {"min_workers": value[0], "num_workers": value[1]}
-        return {"num_workers": value}
+        return {"min_workers": 0, "num_workers": value}  # one number: a fixed group, whatever was set before
 
     @property
     def elastic(self) -> bool:

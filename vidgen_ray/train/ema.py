@@ -66,4 +66,7 @@ class EMA:
         return {"decay": self.decay, "shadow": dict(self.named_shadow())}
 
     def load_state_dict(self, state: dict) -> None:
-        self.load_named(state["shadow"])
+        shadow = state["shadow"]
+        if isinstance(shadow, list):  # written before the averages were named: in parameter order
+            shadow = dict(zip(self.names, shadow)) if len(shadow) == len(self.names) else {}
+        self.load_named(shadow)

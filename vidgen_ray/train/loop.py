@@ -66,6 +66,13 @@ def _all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str
     return dict(zip(keys, t.tolist()))
 
 
+def _any_rank_ran_out(ran_out: bool, device: torch.device) -> bool:
+    """Whether any rank's train stream has ended (a collective: every rank calls it at the same point)."""
+    flag = torch.tensor([1.0 if ran_out else 0.0], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -119,10 +126,14 @@ def train_step(model: VideoModel, parts: dict[str, Part], batches: list[Batch], 
 
 
 def host_metrics(metrics: dict) -> dict[str, float]:
-    """A step's metrics as Python floats: one device sync for all of them."""
+    """A step's metrics as Python floats: one device sync for all of them (tensors on several devices,
+    such as a CPU-offloaded grad norm beside CUDA losses, are gathered on the first one's)."""
     tensors = {k: v for k, v in metrics.items() if torch.is_tensor(v)}
-    values = torch.stack([v.float() for v in tensors.values()]).tolist() if tensors else []
-    return {**{k: float(v) for k, v in metrics.items()}, **dict(zip(tensors, values))}
+    values = []
+    if tensors:
+        device = next(iter(tensors.values())).device
+        values = torch.stack([v.detach().float().to(device, non_blocking=True) for v in tensors.values()]).tolist()
+    return {**{k: float(v) for k, v in metrics.items() if not torch.is_tensor(v)}, **dict(zip(tensors, values))}
 
 
 def open_tracker(cfg: ExperimentConfig, rank: int, start_step: int) -> Tracker:
@@ -159,6 +170,7 @@ def train_loop_per_worker(config: dict) -> None:
     # another size shares them out differently (train/batches.micro_batches), never changes their number.
     total_micro = plan.global_batch // cfg.train.batch_size
     assert total_micro * cfg.train.batch_size == plan.global_batch and total_micro >= world, (plan.global_batch, world)
+    uneven = total_micro % world != 0  # then the ranks agree on the stream's end before every step
     device = ray.train.torch.get_device() if cfg.parallel.use_gpu else torch.device("cpu")
     torch.set_num_threads(max(1, int(cfg.parallel.cpus_per_worker)))
     _seed_everything(cfg.train.seed)  # identical init on every rank; data order differs by shard
@@ -224,6 +236,8 @@ def train_loop_per_worker(config: dict) -> None:
                 tracker.log_scalars({f"val/{k.removeprefix('val_')}": v for k, v in last_val.items()}, state.step)
             metrics.update(last_val)  # keep-best needs the metric on every checkpoint
             metrics.update(telemetry_last)
+            if not math.isfinite(metrics.get("loss", 0.0)):  # a NaN run must not become the resume point
+                raise FloatingPointError(f"loss is {metrics['loss']} at step {state.step}; lower train.optim.lr or use fp32")
             checkpoint = None
             stall_from = time.perf_counter()  # the loop is blocked from here to the report's return
             if state.checkpoint_stalls:
@@ -272,13 +286,19 @@ def train_loop_per_worker(config: dict) -> None:
             raw = next(batches_iter, None)
             telemetry.waited(time.perf_counter() - t0)
             if raw is None:
-                break  # the stream is exhausted: every worker sees this at the same step (equal shards)
+                # Equal shares: every worker sees the end at the same step. Shared unevenly, the shards can end
+                # a micro-batch apart: the rank that ran out tells the others (one flag per rank and step).
+                if uneven:
+                    _any_rank_ran_out(True, device)
+                break
             last_batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
             micro.append(last_batch)
             micro_items.append(raw["items"].tolist())
             state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
             if len(micro) < micro_batches(total_micro, world, rank, state.step):
                 continue
+            if uneven and _any_rank_ran_out(False, device):  # this rank's share is complete; is everyone's?
+                break
             # --- compute ------------------------------------------------------------------------------------
             model.train()
             step_losses = train_step(model, parts, micro, state.step, total_micro / world, passes=-(-total_micro // world))
@@ -294,7 +314,7 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
                 state.rows_into_item = 0
-            telemetry.stepped(sum(b.size for b in micro))
+            telemetry.stepped(plan.global_batch // world)  # the global batch, not this rank's share of it
             micro, micro_items = [], []
             # --- log (the step's metrics reach the host only here: reading them waits for the device) --------
             if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:

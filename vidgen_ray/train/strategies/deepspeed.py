@@ -131,7 +131,9 @@ class DeepSpeedStrategy(Strategy):
             torch.save(ema.state_dict(), directory / EMA_FILE)
 
     def load(self, directory: Path, parts: dict[str, Part], ema: EMA | None, meta: dict) -> None:
-        if meta.get("format") != self.checkpoint_format:
+        # Written before checkpoints named their format: DeepSpeed's layout was the same.
+        written_format = meta.get("format") or ("deepspeed" if meta.get("strategy") == "deepspeed" else None)
+        if written_format != self.checkpoint_format:
             raise ConfigError(format_mismatch(meta, self))
         written = int(meta.get("world_size", world_size()))
         if written == world_size():
