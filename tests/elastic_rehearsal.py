@@ -11,7 +11,6 @@ batch of 3 micro-batches of 2 clips (one per worker on 3; 2 + 1, rotating, on 2)
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -19,33 +18,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multinode_rehearsal import REPO, free_port, wait_for  # noqa: E402  (also sets the Ray env vars)
+from multinode_rehearsal import REPO, finish, parse_args, start_cluster, submit_job, train_entrypoint, train_workers, wait_for  # noqa: E402
 
 CHECKPOINT_EVERY = 4
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=64)
-    args = parser.parse_args()
+    args = parse_args(64)
 
-    import os
-
-    from ray.cluster_utils import Cluster
-    from ray.job_submission import JobStatus, JobSubmissionClient
-    from ray.util.state import list_actors
+    from ray.job_submission import JobStatus
 
     sys.path.insert(0, str(REPO))
     from vidgen_ray.checkpoints import read_meta, registered_checkpoint
 
-    env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0,
-        "node_ip_address": "127.0.0.1", "dashboard_agent_listen_port": free_port(),
-    })
     result: dict = {"ok": False, "events": []}
     t0 = time.time()
 
@@ -53,44 +38,15 @@ def main() -> None:
         result["events"].append({"t": round(time.time() - t0, 1), "what": what, **kw})
         print(f"[{time.time() - t0:6.1f}s] {what} {kw}", flush=True)
 
+    cluster, _, trains, add_train, dashboard, client = start_cluster(3)
     try:
-        cluster.add_node(num_cpus=2, resources={"decode": 2}, node_ip_address="127.0.0.1")
-        add_train = lambda: cluster.add_node(num_cpus=1, resources={"train": 1}, node_ip_address="127.0.0.1")  # noqa: E731
-        trains = [add_train() for _ in range(3)]
-        cluster.wait_for_nodes()
-        import ray
-
-        context = ray.init(address=cluster.address)
-        dashboard = "http://" + context.dashboard_url
-        ray.shutdown()
-        client = JobSubmissionClient(dashboard)
         name = "elastic"
-        entrypoint = " ".join([
-            sys.executable, str(REPO / "jobs" / "train.py"), "--preset", "vae-debug", "--data", args.data,
-            "--storage", args.storage, "--name", name, "--workers", "2-3", "--strategy", "ddp",
-            "--set", "parallel.worker_resource=train", "--set", "data.decode_resource=decode",
-            "--set", "parallel.elastic_resize_interval_s=5", "--set", "parallel.max_failures=3",
-            "--set", f"train.max_steps={args.steps}", "--set", "train.batch_size=2",
-            "--set", f"train.checkpoint_every={CHECKPOINT_EVERY}", "--set", "train.log_every=1",
-            "--set", "train.num_samples=0", "--set", "train.trackers=[]",
-            "--set", "data.clip.frames=8", "--set", "data.clip.fps=8", "--set", "train.optim.lr=3e-3",
-        ])
-
-        def submit():
-            try:
-                return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {**env, "OMP_NUM_THREADS": "1"}})
-            except RuntimeError as exc:
-                if "No available agent" in str(exc):
-                    return None
-                raise
-
-        job = wait_for(submit, 120, "the job agent", interval=2.0)
+        entrypoint = train_entrypoint(args, name, "2-3", "parallel.elastic_resize_interval_s=5", "train.trackers=[]")
+        assert f"train.checkpoint_every={CHECKPOINT_EVERY}" in entrypoint
+        job = submit_job(client, entrypoint)
         run_dir = str(Path(args.storage) / name)
 
-        def workers(n: int):
-            alive = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
-                                raise_on_missing_output=False)
-            return {a.node_id for a in alive} if len(alive) == n else None
+        workers = lambda n: train_workers(dashboard, n)  # noqa: E731
 
         def finished() -> bool:
             return client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
@@ -125,15 +81,9 @@ def main() -> None:
         wait_for(lambda: workers(3) or finished(), 300, "the group to grow back to 3", interval=1.0)
         event("3 workers again")
 
-        status = wait_for(lambda: (s := client.get_job_status(job)) in (JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                                           JobStatus.STOPPED) and s,
-                          600, "the job to finish", interval=1.0)
-        event("finished", status=str(status))
-        result["status"] = str(status)
-        logs = client.get_job_logs(job)
-        result["log_tail"] = logs[-4000:]
+        logs = finish(client, job, result, tail=4000)
+        event("finished", status=result["status"])
         result["resize_lines"] = [line for line in logs.splitlines() if "worker group is now" in line]
-        result["ok"] = status == JobStatus.SUCCEEDED
     finally:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))
         cluster.shutdown()

@@ -47,22 +47,25 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def main() -> None:
+def parse_args(default_steps: int) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", required=True)
     parser.add_argument("--storage", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=16)
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=int, default=default_steps)
+    return parser.parse_args()
 
+
+def ray_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
+
+
+def start_cluster(train_nodes: int):
+    """head (0 CPUs, dashboard, job API), a decode node and ``train_nodes`` training nodes, all raylets on
+    127.0.0.1. Returns (cluster, decode node, train nodes, add_train_node, dashboard URL, job client)."""
     from ray.cluster_utils import Cluster
-    from ray.job_submission import JobStatus, JobSubmissionClient
-    from ray.util.state import list_actors, list_tasks
+    from ray.job_submission import JobSubmissionClient
 
-    sys.path.insert(0, str(REPO))
-    from vidgen_ray.checkpoints import registered_checkpoint
-
-    env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0,
         "node_ip_address": "127.0.0.1",
@@ -71,45 +74,83 @@ def main() -> None:
         # "No available agent". Worker nodes already get random ones from cluster_utils.
         "dashboard_agent_listen_port": free_port(),
     })
+    decode = cluster.add_node(num_cpus=2, resources={"decode": 2}, node_ip_address="127.0.0.1")
+    add_train = lambda: cluster.add_node(num_cpus=1, resources={"train": 1}, node_ip_address="127.0.0.1")  # noqa: E731
+    trains = [add_train() for _ in range(train_nodes)]
+    cluster.wait_for_nodes()
+    import ray
+
+    context = ray.init(address=cluster.address)
+    dashboard = "http://" + context.dashboard_url
+    ray.shutdown()  # the job is the rehearsal's only driver of interest
+    return cluster, decode, trains, add_train, dashboard, JobSubmissionClient(dashboard)
+
+
+def submit_job(client, entrypoint: str) -> str:
+    """Submit once the head's job agent answers (a few seconds after the node is up)."""
+
+    def submit():
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {**ray_env(), "OMP_NUM_THREADS": "1"}})
+        except RuntimeError as exc:
+            if "No available agent" in str(exc):
+                return None
+            raise
+
+    return wait_for(submit, 120, "the job agent", interval=2.0)
+
+
+def train_workers(dashboard: str, n: int):
+    """The nodes of the run's training workers once exactly ``n`` are alive, else None."""
+    from ray.util.state import list_actors
+
+    workers = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+                          raise_on_missing_output=False)
+    return {a.node_id for a in workers} if len(workers) == n else None
+
+
+def train_entrypoint(args: argparse.Namespace, name: str, workers: str, *sets: str) -> str:
+    """The rehearsals' training job: vae-debug on 8 x 32 x 32 clips, DDP workers on the train nodes, decoding on
+    the decode node, a checkpoint every 4 steps, every step logged."""
+    flags = ["parallel.worker_resource=train", "data.decode_resource=decode", "parallel.max_failures=3",
+             f"train.max_steps={args.steps}", "train.batch_size=2", "train.checkpoint_every=4", "train.log_every=1",
+             "train.num_samples=0", "data.clip.frames=8", "data.clip.fps=8", "train.optim.lr=3e-3", *sets]
+    return " ".join([sys.executable, str(REPO / "jobs" / "train.py"), "--preset", "vae-debug", "--data", args.data,
+                     "--storage", args.storage, "--name", name, "--workers", workers, "--strategy", "ddp",
+                     *(x for flag in flags for x in ("--set", flag))])
+
+
+def finish(client, job: str, result: dict, tail: int = 3000) -> str:
+    """Wait for the job to end; record its status and log tail in ``result``; return its whole log."""
+    from ray.job_submission import JobStatus
+
+    ended = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+    status = wait_for(lambda: (s := client.get_job_status(job)) in ended and s, 600, "the job to finish", interval=1.0)
+    logs = client.get_job_logs(job)
+    result.update(status=str(status), log_tail=logs[-tail:], ok=status == JobStatus.SUCCEEDED)
+    return logs
+
+
+def main() -> None:
+    args = parse_args(16)
+
+    from ray.job_submission import JobStatus
+    from ray.util.state import list_tasks
+
+    sys.path.insert(0, str(REPO))
+    from vidgen_ray.checkpoints import registered_checkpoint
+
     result: dict = {"ok": False}
+    cluster, decode, trains, _, dashboard, client = start_cluster(3)
     try:
-        decode = cluster.add_node(num_cpus=2, resources={"decode": 2}, node_ip_address="127.0.0.1")
-        trains = [cluster.add_node(num_cpus=1, resources={"train": 1}, node_ip_address="127.0.0.1") for _ in range(3)]
-        cluster.wait_for_nodes()
-        import ray
-
-        context = ray.init(address=cluster.address)
-        dashboard = "http://" + context.dashboard_url
-        ray.shutdown()  # the job below is this rehearsal's only driver of interest
-        client = JobSubmissionClient(dashboard)
         name = "rehearsal"
-        entrypoint = " ".join([
-            sys.executable, str(REPO / "jobs" / "train.py"), "--preset", "vae-debug", "--data", args.data,
-            "--storage", args.storage, "--name", name, "--workers", "2", "--strategy", "ddp",
-            "--set", "parallel.worker_resource=train", "--set", "data.decode_resource=decode",
-            "--set", "parallel.max_failures=3", "--set", f"train.max_steps={args.steps}", "--set", "train.batch_size=2",
-            "--set", "train.checkpoint_every=4", "--set", "train.log_every=1", "--set", "train.num_samples=0",
-            "--set", "data.clip.frames=8", "--set", "data.clip.fps=8", "--set", "train.optim.lr=3e-3",
-        ])
-        def submit():
-            try:  # the head's job agent needs a few seconds after the node is up
-                return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {**env, "OMP_NUM_THREADS": "1"}})
-            except RuntimeError as exc:
-                if "No available agent" in str(exc):
-                    return None
-                raise
-
-        job = wait_for(submit, 120, "the job agent", interval=2.0)
+        entrypoint = train_entrypoint(args, name, "2")
+        job = submit_job(client, entrypoint)
         result["job"] = job
-
-        def train_worker_nodes():
-            workers = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
-                                  raise_on_missing_output=False)
-            return {a.node_id for a in workers} if len(workers) == 2 else None
 
         # Where the workers are is looked up before the checkpoint, so the kill follows it at once
         # (state API calls take seconds on a loaded machine: long enough for the run to finish).
-        worker_nodes = wait_for(train_worker_nodes, 400, "two training workers", interval=1.0)
+        worker_nodes = wait_for(lambda: train_workers(dashboard, 2), 400, "two training workers", interval=1.0)
         result["train_worker_nodes_before"] = sorted(worker_nodes)
         victim = next(n for n in trains if n.node_id in worker_nodes)
         # Killed once Ray Train has *registered* a checkpoint (every rank reported it): a node that
@@ -133,13 +174,8 @@ def main() -> None:
         result["decode_task_nodes"] = sorted({t.node_id for t in tasks if t.node_id})
         result["decode_node"] = decode.node_id
 
-        status = wait_for(lambda: (s := client.get_job_status(job)) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) and s,
-                          600, "the job to finish", interval=1.0)
-        result["status"] = str(status)
-        logs = client.get_job_logs(job)
-        result["log_tail"] = logs[-3000:]
+        finish(client, job, result)
         result["train_node_ids"] = [n.node_id for n in trains]
-        result["ok"] = status == JobStatus.SUCCEEDED
     finally:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))
         cluster.shutdown()

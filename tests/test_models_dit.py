@@ -242,3 +242,28 @@ def test_compiles_to_one_graph():
     ids = encode_captions(data.caption, 32)
     compiled = torch.compile(model.net, fullgraph=True, backend="eager")  # fullgraph: a break raises
     assert torch.allclose(compiled(x, t, data.label, ids), model.net(x, t, data.label, ids), atol=1e-5)
+
+
+def test_one_dit_runs_and_samples_at_other_clip_shapes():
+    """Issue 21, item 3 (the model's part): sin-cos positions are computed per token grid, so one network
+    takes any multiple of its patch; learned positions stay tied to the preset's grid."""
+    from dataclasses import replace
+
+    from vidgen_ray.models.registry import build_model, get_preset
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("dit-debug")).eval()
+    cfg = model.config
+    same = model.sample(2, seed=3, steps=2)
+    assert torch.equal(same, model.sample(2, seed=3, steps=2, frames=cfg.frames, height=cfg.height, width=cfg.width))
+    wide = model.sample(2, seed=3, steps=2, frames=4, height=48, width=64)
+    assert wide.shape == (2, 4, 48, 64, 3) and torch.isfinite(wide).all()
+    # Positions of a grid are a function of the grid alone: the preset's grid is what training saw.
+    net = model.net
+    assert torch.equal(net.positions(net.grid, torch.device("cpu")), net.positions(tuple(net.grid), torch.device("cpu")))
+    assert net.positions((2, 3, 4), torch.device("cpu")).shape == (1, 2, 12, cfg.hidden)
+    with pytest.raises(ValueError, match="positive multiples of 1 x 4 x 4"):
+        model.sample(1, seed=0, steps=1, height=30)
+    learned = build_model(replace(get_preset("dit-debug"), pos_embed="learned")).eval()
+    with pytest.raises(ValueError, match="learned positions exist for the grid"):
+        learned.sample(1, seed=0, steps=1, width=64)

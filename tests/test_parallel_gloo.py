@@ -5,15 +5,12 @@ loss as the run that never stopped."""
 from __future__ import annotations
 
 import os
-import queue
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_group import run_group
 
 pytestmark = pytest.mark.gloo
 
@@ -24,12 +21,6 @@ CASES = {
     "zero2": dict(strategy="deepspeed", zero_stage=2),
     "zero3": dict(strategy="deepspeed", zero_stage=3),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batches(rank: int, n: int):
@@ -54,11 +45,11 @@ def _setup(case: dict):
     return model, parts, ema, case.get("precision", "fp32")
 
 
-def _worker(rank: int, port: int, case: dict, directory: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+def _worker(rank: int, world: int, port: int, case: dict, directory: str, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
     from vidgen_ray.train import checkpoint as ckpt
     from vidgen_ray.train.loop import train_step
 
@@ -86,23 +77,7 @@ def _worker(rank: int, port: int, case: dict, directory: str, results) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_checkpoint_restores_training_exactly(name: str, tmp_path: Path):
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions"))
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, CASES[name], str(tmp_path), results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    out = []
-    deadline = time.time() + 300
-    while len(out) < len(procs) and time.time() < deadline:
-        try:
-            out.append(results.get(timeout=2))
-        except queue.Empty:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            assert not dead, f"a worker failed (exit codes {dead}); see its traceback above"
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    out = run_group(_worker, 2, CASES[name], str(tmp_path))
     out.sort()
     for rank, losses, uninterrupted, resumed, step in out:
         assert step == 2

@@ -12,25 +12,16 @@ so a step is a function of the weights and the global batch alone, whatever the 
 from __future__ import annotations
 
 import os
-import queue
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_group import run_group
 
 pytestmark = pytest.mark.gloo
 
 GLOBAL_BATCH, MICRO = 6, 2  # 3 micro-batches of 2 clips a step: 3 + 0 on 1 worker, 2 + 1 on 2, 1 each on 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _global_batch(step: int):
@@ -148,24 +139,7 @@ def _worker(rank: int, world: int, port: int, role: str, strategy: str, director
 
 
 def _run(world: int, role: str, strategy: str, directory: Path) -> list[dict]:
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world, port, role, strategy, str(directory), results)) for r in range(world)]
-    for p in procs:
-        p.start()
-    out: list[dict] = []
-    deadline = time.time() + 300
-    while len(out) < world and time.time() < deadline:
-        try:
-            out.append(results.get(timeout=2))
-        except queue.Empty:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            assert not dead, f"a worker failed (exit codes {dead}); see its traceback above"
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    return sorted(out, key=lambda o: o["rank"])
+    return sorted(run_group(_worker, world, role, strategy, str(directory)), key=lambda o: o["rank"])
 
 
 def _assert_same(got: dict, want: dict, what: str, atol: float) -> None:

@@ -212,12 +212,11 @@ class DiTNet(nn.Module):
         self.grid, self.patch, self.channels = cfg.grid, tuple(cfg.patch), shape.channels
         tg, hg, wg = self.grid
         self.patch_embed = nn.Conv3d(shape.channels, d, self.patch, stride=self.patch)
-        if cfg.pos_embed == "learned":
+        self.learned_positions = cfg.pos_embed == "learned"
+        if self.learned_positions:  # tied to the preset's grid
             self.pos_spatial = nn.Parameter(torch.randn(hg * wg, d) * 0.02)
             self.pos_temporal = nn.Parameter(torch.randn(tg, d) * 0.02)
-        else:
-            self.register_buffer("pos_spatial", _sincos_2d(hg, wg, d), persistent=False)
-            self.register_buffer("pos_temporal", sincos_embedding(tg, d), persistent=False)
+        self._sincos: dict = {}  # (grid, device) -> sin-cos positions: computed per grid, any grid
         self.t_embed = TimestepEmbedding(d)
         # Index num_classes is the "null" class used when the label is dropped (guidance).
         self.class_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
@@ -262,10 +261,9 @@ class DiTNet(nn.Module):
         caption_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b = x.shape[0]
-        tg, hg, wg = self.grid
+        tg, hg, wg = self.grid_of(x.shape[2:])
         tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # [B, Tg, S, D]
-        positions = self.pos_spatial[None, None] + self.pos_temporal[None, :, None]  # [1, Tg, S, D]
-        tokens = tokens + positions.to(tokens.dtype)
+        tokens = tokens + self.positions((tg, hg, wg), tokens.device).to(tokens.dtype)
         c = self.t_embed(t)
         if self.class_embed is not None:
             c = c + self.class_embed(labels)
@@ -278,6 +276,28 @@ class DiTNet(nn.Module):
         pt, ph, pw = self.patch
         out = out.view(b, tg, hg, wg, pt, ph, pw, self.channels).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return out.reshape(b, self.channels, tg * pt, hg * ph, wg * pw)
+
+
+    def grid_of(self, size) -> tuple[int, int, int]:
+        """The token grid of an input of ``size`` (frames, height, width): any multiple of the patch."""
+        if any(n % p for n, p in zip(size, self.patch)):
+            raise ValueError(f"input {tuple(size)} is not a multiple of the patch {self.patch} (frames, height, width)")
+        return tuple(n // p for n, p in zip(size, self.patch))  # type: ignore[return-value]
+
+    def positions(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """[1, Tg, S, D] position embeddings of ``grid``: sin-cos computed for any grid (cached per grid),
+        or the learned ones of the preset's grid."""
+        tg, hg, wg = grid
+        if self.learned_positions:
+            if grid != tuple(self.grid):
+                raise ValueError(f"learned positions exist for the grid {self.grid} only, not {grid}; use pos_embed=sincos")
+            return self.pos_spatial[None, None] + self.pos_temporal[None, :, None]
+        key = (grid, str(device))
+        if key not in self._sincos:
+            d = self.patch_embed.out_channels
+            spatial, temporal = _sincos_2d(hg, wg, d).to(device), sincos_embedding(tg, d).to(device)
+            self._sincos[key] = spatial[None, None] + temporal[None, :, None]
+        return self._sincos[key]
 
 
 def _sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
@@ -451,8 +471,10 @@ class VideoDiT(VideoModel):
         **options,
     ) -> torch.Tensor:
         """Options: ``steps`` (Euler steps, default config.sample_steps), ``guidance`` (CFG scale,
-        default config.guidance; 1 = no guidance). Without ``labels`` a class-conditional model
-        draws random classes from the seed; without ``captions`` it samples caption-free ("")."""
+        default config.guidance; 1 = no guidance), ``frames`` / ``height`` / ``width`` (another clip
+        shape than the preset's, in pixels: any multiple of the patch (times the VAE's compression),
+        with sin-cos positions). Without ``labels`` a class-conditional model draws random classes from
+        the seed; without ``captions`` it samples caption-free ("")."""
         cfg = self.config
         if cfg.latent:
             self._autoencoder()  # fail before sampling, not after
@@ -461,7 +483,8 @@ class VideoDiT(VideoModel):
         device, dtype = param_device(self.net), param_dtype(self.net)
         rng = seeded_generator(seed, device)
         shape = cfg.model_shape
-        noise = torch.randn(n, shape.channels, shape.frames, shape.height, shape.width, device=device, generator=rng)
+        size = self._model_size(options.get("frames"), options.get("height"), options.get("width"))
+        noise = torch.randn(n, shape.channels, *size, device=device, generator=rng)
         if cfg.num_classes and labels is None:
             labels = torch.randint(cfg.num_classes, (n,), device=device, generator=rng)
         if cfg.caption and captions is None:
@@ -487,6 +510,20 @@ class VideoDiT(VideoModel):
                 codec = self._autoencoder()
                 x = codec((x / cfg.latent_scale).to(param_dtype(codec)), mode="decode")
         return to_channels_last(x.float().clamp(-1, 1))
+
+    def _model_size(self, frames: int | None, height: int | None, width: int | None) -> tuple[int, int, int]:
+        """(frames, height, width) the transformer sees for a pixel clip shape (the preset's where None)."""
+        cfg, shape = self.config, self.config.model_shape
+        pixel = (frames or cfg.frames, height or cfg.height, width or cfg.width)
+        factors = ((cfg.latent_temporal_compression, cfg.latent_spatial_compression, cfg.latent_spatial_compression)
+                   if cfg.latent else (1, 1, 1))
+        unit = [f * p for f, p in zip(factors, cfg.patch)]
+        if any(n < u or n % u for n, u in zip(pixel, unit)):
+            raise ValueError(f"{cfg.name} samples clips whose frames x height x width are positive multiples of "
+                             f"{unit[0]} x {unit[1]} x {unit[2]} (patch x compression); got {pixel[0]}x{pixel[1]}x{pixel[2]}")
+        if pixel == (cfg.frames, cfg.height, cfg.width):
+            return shape.frames, shape.height, shape.width
+        return tuple(n // f for n, f in zip(pixel, factors))  # type: ignore[return-value]
 
     def tokens_per_sample(self) -> int:
         """Transformer tokens of one clip: (frames x height x width) of the model's input over the patch."""
