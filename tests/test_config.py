@@ -119,3 +119,16 @@ def test_every_world_size_shares_out_the_same_micro_batches():
             per_rank = [sum(step[r] for step in shares[:world]) for r in range(world)]
             assert len(set(per_rank)) == 1  # over `world` steps every rank has read the same amount
     assert [micro_batches(3, 2, r, 0) for r in range(2)] == [2, 1] and [micro_batches(3, 2, r, 1) for r in range(2)] == [1, 2]
+
+
+def test_sequence_parallel_is_checked_against_workers_family_strategy_and_elasticity():
+    ok = load_experiment("dit-debug", sets=["parallel.num_workers=4", "parallel.sequence_parallel=2"]).parallel
+    assert ok.sequence_parallel == 2
+    with pytest.raises(ConfigError, match="must be >= 1 and divide parallel.num_workers=3"):
+        load_experiment("dit-debug", sets=["parallel.num_workers=3", "parallel.sequence_parallel=2"])
+    with pytest.raises(ConfigError, match="the vae family has none"):
+        load_experiment("vae-debug", sets=["parallel.sequence_parallel=2"])
+    with pytest.raises(ConfigError, match="strategy=none, ddp or fsdp2"):
+        load_experiment("dit-debug", sets=["parallel.sequence_parallel=2", "parallel.strategy=deepspeed"])
+    with pytest.raises(ConfigError, match="needs a fixed group"):
+        load_experiment("dit-debug", sets=["parallel.num_workers=2-4", "parallel.sequence_parallel=2"])

@@ -155,3 +155,17 @@ def _run(cfg, results: list, errors: list) -> None:
         results.append(train(cfg))
     except Exception as exc:  # noqa: BLE001 - surfaced by the test
         errors.append(exc)
+
+
+def test_sequence_parallel_dit_trains_validates_samples_and_serves(ray_session, prepared_dir: Path, tmp_path: Path):
+    # 2 workers in one SP group (8 x 32 x 32 clips in 4x4 patches: 64 spatial tokens a frame, 32 a rank):
+    # the group trains on both ranks' micro-batches, validates and samples together, and its checkpoint
+    # loads into a plain (unsplit) model.
+    cfg = tiny_experiment("dit-debug", prepared_dir, str(tmp_path), "dit-sp", "parallel.strategy=fsdp2",
+                          "parallel.sequence_parallel=2", "train.val_every=2", "train.sample_every=2")
+    result = train(cfg)
+    assert state_of(result)["step"] == 4 and 0 < result.metrics["val_loss"] < 1e3
+    assert (tmp_path / "dit-sp" / "samples" / "step_000000004" / "grid.png").stat().st_size > 0
+    model, experiment, _ = load_for_inference(result.checkpoint.path)
+    assert experiment.parallel.sequence_parallel == 2 and model.net.sequence is None
+    assert tuple(model.sample(2, seed=0, labels=None, captions=["a", "b"], steps=2).shape) == (2, 8, 32, 32, 3)

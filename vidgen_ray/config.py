@@ -39,6 +39,9 @@ class ExperimentConfig:
                 f"(frames x height x width); drop the data.clip overrides or set model.frames/height/width to match"
             )
         p = self.parallel
+        if p.sequence_parallel > 1 and m.family != "dit":
+            raise ValueError(f"parallel.sequence_parallel={p.sequence_parallel} splits a transformer's tokens; the "
+                             f"{m.family} family has none: set parallel.sequence_parallel=1 or use a dit preset")
         if self.train.ema_decay > 0 and p.strategy == "deepspeed" and p.zero_stage == 3:
             raise ValueError("train.ema_decay with DeepSpeed ZeRO-3 is not supported (partitioned weights); "
                              "use parallel.strategy=fsdp2, parallel.zero_stage=2, or train.ema_decay=0")

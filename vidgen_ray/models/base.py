@@ -129,6 +129,14 @@ class VideoModel(nn.Module):
         """Repeated blocks of a part: the units for FSDP2 ``fully_shard`` and activation checkpointing."""
         raise NotImplementedError
 
+    def shard_sequence(self, attend, tokens) -> None:
+        """Sequence parallelism (``train/sequence_parallel``): ``tokens`` splits each clip's token sequence
+        across the ranks of a group and gathers the per-token output, ``attend`` replaces
+        ``scaled_dot_product_attention`` where the attention spans the split axis. Families that have
+        no token sequence to split refuse."""
+        raise ValueError(f"the {self.family} family has no token sequence to split: parallel.sequence_parallel "
+                         "is for the dit family; set it to 1")
+
     def losses(self, part: str, batch: Batch, step: int) -> LossOutput:
         """Loss for stepping ``part`` on ``batch`` (``step`` drives schedules such as scheduled sampling)."""
         raise NotImplementedError

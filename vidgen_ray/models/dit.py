@@ -227,6 +227,9 @@ class DiTNet(nn.Module):
         )
         self.blocks = nn.ModuleList(DiTBlock(cfg, "spatial" if i % 2 == 0 else "temporal") for i in range(cfg.depth))
         self.final = FinalLayer(d, math.prod(self.patch) * shape.channels)
+        # Splits each frame's spatial tokens across a sequence-parallel group (train/sequence_parallel's
+        # TokenShards: shard(tokens) after the embedding, gather(out) after the final layer); None: whole.
+        self.sequence = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -270,9 +273,14 @@ class DiTNet(nn.Module):
         text = text_mask = None
         if self.text is not None:
             text, text_mask = self.text(caption_ids)
+        split = self.sequence is not None
+        if split:  # this rank's share of every frame's spatial tokens: [B, Tg, S / P, D]
+            tokens = self.sequence.shard(tokens)
         for block in self.blocks:
             tokens = block(tokens, c, text, text_mask)
         out = self.final(tokens, c)  # [B, Tg, S, pt*ph*pw*C]
+        if split:
+            out = self.sequence.gather(out)
         pt, ph, pw = self.patch
         out = out.view(b, tg, hg, wg, pt, ph, pw, self.channels).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return out.reshape(b, self.channels, tg * pt, hg * ph, wg * pw)
@@ -426,6 +434,22 @@ class VideoDiT(VideoModel):
             raise KeyError(f"dit has one part, 'model', not {part!r}")
         text_layers = [] if self.net.text is None else list(self.net.text.layers)
         return [*self.net.blocks, *text_layers]
+
+    def shard_sequence(self, attend, tokens) -> None:
+        """Each rank keeps a share of every frame's spatial tokens: the spatial attention, which spans the
+        frame, runs through ``attend``; temporal attention (one position across frames), caption cross-
+        attention, the MLPs and the final layer are per position and need nothing."""
+        if self.config.heads % tokens.size:
+            raise ValueError(f"model.heads {self.config.heads} is not divisible by parallel.sequence_parallel="
+                             f"{tokens.size} (Ulysses splits the heads); pick heads that are a multiple of it")
+        _, hg, wg = self.config.grid
+        if (hg * wg) % tokens.size:
+            raise ValueError(f"{hg * wg} spatial tokens a frame are not divisible by parallel.sequence_parallel="
+                             f"{tokens.size}; change it or the model's height / width / patch")
+        self.net.sequence = tokens
+        for block in self.net.blocks:
+            if block.axis == "spatial":
+                block.attn.attend = attend
 
     def losses(self, part: str, batch: Batch, step: int) -> LossOutput:
         if part != "model":

@@ -53,13 +53,17 @@ class SelfAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
+        # scaled_dot_product_attention's stand-in where the sequence is split across ranks (set by
+        # train/sequence_parallel through the family's shard_sequence; None: the plain kernel).
+        self.attend = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [N, L, D]; mask (bool, True = may attend) broadcastable to [N, heads, L, L]."""
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        attend = self.attend or F.scaled_dot_product_attention
+        out = attend(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 

@@ -108,6 +108,10 @@ class ParallelConfig:
     # a cluster without one fails at once.
     resource_wait_s: float = 900.0
     backend: Literal["auto", "gloo", "nccl"] = "auto"
+    # Ulysses sequence parallelism (train/sequence_parallel.py): groups of this many consecutive workers
+    # split every clip's tokens between them (the DiT only); DDP / FSDP2 run over the num_workers /
+    # sequence_parallel groups.
+    sequence_parallel: int = 1
 
     @staticmethod
     def parse_num_workers(value) -> dict:
@@ -153,5 +157,14 @@ class ParallelConfig:
             raise ValueError("fsdp2 with fp16 needs a sharded grad scaler; use parallel.precision=bf16")
         if self.resource_wait_s < 0:
             raise ValueError("parallel.resource_wait_s must be >= 0 (seconds to wait for the autoscaler)")
+        if self.sequence_parallel < 1 or self.num_workers % self.sequence_parallel:
+            raise ValueError(f"parallel.sequence_parallel={self.sequence_parallel} must be >= 1 and divide "
+                             f"parallel.num_workers={self.num_workers}; set one to fit the other")
+        if self.sequence_parallel > 1 and self.elastic:
+            raise ValueError("sequence parallelism needs a fixed group (its groups of parallel.sequence_parallel ranks "
+                             "are laid out when the run starts); set a fixed parallel.num_workers")
+        if self.sequence_parallel > 1 and self.strategy == "deepspeed":
+            raise ValueError("parallel.sequence_parallel > 1 runs with parallel.strategy=none, ddp or fsdp2 "
+                             "(DeepSpeed's engine reduces gradients itself, over every rank)")
         if self.max_failures < 0:
             raise ValueError("parallel.max_failures must be >= 0 (a finite number of restarts)")

@@ -39,6 +39,7 @@ from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
 from vidgen_ray.train.batches import micro_batches, to_batch
+from vidgen_ray.train.sequence_parallel import gather_batch
 from vidgen_ray.train.validate import validate
 
 log = get_logger("train")
@@ -179,6 +180,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = build_model(cfg.model)
     parts = parallelize(model, cfg.parallel, cfg.train, device, plan.total_steps)
     ema_part = model.sampling_part
+    mesh = parts[ema_part].strategy.mesh  # (dp, sp): the ranks of a sequence-parallel group train on one batch
     ema = EMA(parts[ema_part].raw, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
 
     # --- resume ------------------------------------------------------------------------------------
@@ -202,16 +204,20 @@ def train_loop_per_worker(config: dict) -> None:
         # Per-rank randomness (noise, timesteps, dropout). A resumed run keeps the RNG states its
         # checkpoint restored instead, so it continues the uninterrupted run's random stream
         # (a rank the checkpoint has no state for, at another world size, is seeded like a new one).
-        _seed_everything(cfg.train.seed + 1000 * rank + state.step)
+        # The ranks of a sequence-parallel group share their data-parallel rank's seed: they draw the same
+        # noise and timesteps for the clips they train on together.
+        _seed_everything(cfg.train.seed + 1000 * mesh.dp_rank + state.step)
 
     flops = model.flops_per_sample()
     telemetry = Telemetry(cfg.name, rank, world, flops, model.tokens_per_sample(), device, cfg.parallel.precision,
                           frames_per_sample=cfg.model.frames)
     if rank == 0:
         params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3 partitions
-        log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %.3g = %d/step | %d steps",
+        log.info("%s | %d params | %.3g forward GFLOP/sample | %d workers x batch %d x accum %.3g = %d/step | %d steps%s",
                  cfg.model.name, params, flops / 1e9, world, cfg.train.batch_size, total_micro / world,
-                 plan.global_batch, plan.total_steps)
+                 plan.global_batch, plan.total_steps,
+                 f" | sequence parallel: {mesh.dp} groups of {mesh.sp}, each training on its {mesh.sp} micro-batches "
+                 "together" if mesh.sp > 1 else "")
 
     # `with`: a run failing in this worker (a NaN loss, an error) still writes what it logged up to there.
     with open_tracker(cfg, rank, state.step) as tracker:
@@ -292,6 +298,8 @@ def train_loop_per_worker(config: dict) -> None:
                     _any_rank_ran_out(True, device)
                 break
             last_batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
+            if mesh.sp_group is not None:  # the group's micro-batches, one batch every rank of it trains on
+                last_batch = gather_batch(last_batch, mesh.sp_group)
             micro.append(last_batch)
             micro_items.append(raw["items"].tolist())
             state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward

@@ -9,6 +9,7 @@ import torch
 from vidgen_ray.data.pipeline import torch_batches
 from vidgen_ray.evaluate.pixel import psnr, ssim
 from vidgen_ray.train.batches import to_batch
+from vidgen_ray.train.sequence_parallel import gather_batch
 from vidgen_ray.train.strategies import autocast
 
 
@@ -21,12 +22,14 @@ def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dic
     # not the dice. The training RNG stream is left untouched.
     devices = [device] if torch.device(device).type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        torch.manual_seed(cfg.train.seed + 1_000_003 * (1 + rank))
+        mesh = next(iter(parts.values())).strategy.mesh  # a sequence-parallel group validates one batch together
+        torch.manual_seed(cfg.train.seed + 1_000_003 * (1 + mesh.dp_rank))
         for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data, shuffle=False):
             if batches >= cfg.train.val_batches:
                 break
             batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
+            if mesh.sp_group is not None:
+                batch = gather_batch(batch, mesh.sp_group)
             with autocast(device, cfg.parallel.precision):
                 for name in parts:
                     out = model.losses(name, batch, step)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from vidgen_ray.train.config import ParallelConfig
-from vidgen_ray.train.strategies.base import DCP_DIR, Part, Strategy, autocast, world_size
+from vidgen_ray.train.strategies.base import DCP_DIR, Part, Strategy, autocast
 from vidgen_ray.train.strategies.ddp import DDPStrategy
 from vidgen_ray.train.strategies.fsdp2 import FSDP2Strategy
 from vidgen_ray.train.strategies.local import LocalStrategy
+from vidgen_ray.train.sequence_parallel import Mesh
 
 __all__ = ["DCP_DIR", "Part", "Strategy", "autocast", "build_strategy", "strategy_class"]
 
@@ -22,7 +23,9 @@ def strategy_class(name: str) -> type[Strategy]:
 
 
 def build_strategy(par: ParallelConfig, device: torch.device) -> Strategy:
-    """``par.strategy`` for this process group; ddp and fsdp2 on one worker run as ``none`` (nothing to
-    synchronise), DeepSpeed stays itself (ZeRO runs on one worker too)."""
-    name = par.strategy if world_size() > 1 or par.strategy == "deepspeed" else "none"
-    return strategy_class(name)(par, device)
+    """``par.strategy`` for this process group, over its data-parallel ranks (``Mesh``: all of them unless
+    ``par.sequence_parallel`` groups them); ddp and fsdp2 with one data-parallel rank run as ``none``
+    (nothing to synchronise), DeepSpeed stays itself (ZeRO runs on one worker too)."""
+    mesh = Mesh.build(par.sequence_parallel, device.type)
+    name = par.strategy if mesh.dp > 1 or par.strategy == "deepspeed" else "none"
+    return strategy_class(name)(par, device, mesh)

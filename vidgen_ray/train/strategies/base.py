@@ -30,6 +30,7 @@ from vidgen_ray.configs import ConfigError
 from vidgen_ray.models.base import VideoModel
 from vidgen_ray.train.config import ParallelConfig, TrainConfig
 from vidgen_ray.train.ema import EMA, clean_key
+from vidgen_ray.train.sequence_parallel import Mesh, sum_gradients
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -101,14 +102,16 @@ class Strategy:
     name: ClassVar[str] = ""
     checkpoint_format: ClassVar[str] = "dcp"
 
-    def __init__(self, par: ParallelConfig, device: torch.device) -> None:
+    def __init__(self, par: ParallelConfig, device: torch.device, mesh: Mesh | None = None) -> None:
         self.par, self.device = par, device
+        self.mesh = mesh or Mesh()  # the (dp, sp) layout: the strategy synchronises over "dp"
 
     # --- wrapping ---------------------------------------------------------------------------------
     def parallelize(self, model: VideoModel, train: TrainConfig, total_steps: int) -> dict[str, Part]:
         """Every part of ``model``, in the family's stepping order: activation checkpointing and compile
         on its shard units, then the strategy's wrapping, optimizer and LR schedule."""
         parts: dict[str, Part] = {}
+        self.mesh.apply(model)  # sequence parallelism first: wrappers would hide the blocks it changes
         for name in model.parts():
             if self.par.activation_checkpointing:
                 apply_activation_checkpointing(model, name)
@@ -139,6 +142,8 @@ class Strategy:
             (loss / grad_accum).backward()
 
     def step(self, part: Part) -> torch.Tensor | float:
+        if self.mesh.sp_group is not None:  # each rank of an SP group holds its tokens' share of every gradient
+            sum_gradients(part.raw.parameters(), self.mesh.sp_group)
         if part.scaler is not None:
             part.scaler.unscale_(part.optimizer)
         norm = clip_grad_norm(part.raw, part.grad_clip)

@@ -18,7 +18,8 @@ class DDPStrategy(LocalStrategy):
     def wrap_module(self, model: VideoModel, name: str, raw: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
-        module = DistributedDataParallel(raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        module = DistributedDataParallel(raw, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                         process_group=self.mesh.dp_group)
         set_part(model, name, module)
         return module
 

@@ -61,9 +61,9 @@ class DeepSpeedStrategy(Strategy):
     name = "deepspeed"
     checkpoint_format = "deepspeed"
 
-    def __init__(self, par: ParallelConfig, device: torch.device) -> None:
+    def __init__(self, par: ParallelConfig, device: torch.device, mesh=None) -> None:
         init_deepspeed_env()
-        super().__init__(par, device)
+        super().__init__(par, device, mesh)
         self.engines: dict[str, Any] = {}
         self.owners: dict[str, tuple[nn.Module, str]] = {}  # part -> (model, attribute holding it)
         self.optimizer_name = ""

@@ -24,7 +24,7 @@ class FSDP2Strategy(LocalStrategy):
     def wrap_module(self, model: VideoModel, name: str, raw: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"mesh": self.mesh.dp_mesh}  # None: every rank (no sequence parallelism)
         if self.par.precision == "bf16":
             kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         if self.par.fsdp_cpu_offload:
