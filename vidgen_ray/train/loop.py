@@ -39,7 +39,7 @@ from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
 from vidgen_ray.train.batches import micro_batches, to_batch
-from vidgen_ray.train.sequence_parallel import gather_batch
+from vidgen_ray.train.sequence_parallel import group_micro_batches
 from vidgen_ray.train.validate import validate
 
 log = get_logger("train")
@@ -298,18 +298,23 @@ def train_loop_per_worker(config: dict) -> None:
                     _any_rank_ran_out(True, device)
                 break
             last_batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
-            if mesh.sp_group is not None:  # the group's micro-batches, one batch every rank of it trains on
-                last_batch = gather_batch(last_batch, mesh.sp_group)
-            micro.append(last_batch)
+            if mesh.sp_group is None:
+                micro.append(last_batch)
+            else:  # the SP group's micro-batches, each of which its ranks train on together
+                group = group_micro_batches(last_batch, mesh.sp_group)
+                micro.extend(group)
+                last_batch = group[0]  # the same on every rank of the group (sampling conditions on it)
             micro_items.append(raw["items"].tolist())
             state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
-            if len(micro) < micro_batches(total_micro, world, rank, state.step):
+            if len(micro) < micro_batches(total_micro, world, rank, state.step) * mesh.sp:
                 continue
             if uneven and _any_rank_ran_out(False, device):  # this rank's share is complete; is everyone's?
                 break
             # --- compute ------------------------------------------------------------------------------------
             model.train()
-            step_losses = train_step(model, parts, micro, state.step, total_micro / world, passes=-(-total_micro // world))
+            # An SP group accumulates over its ranks' micro-batches: total / dp of them per rank.
+            step_losses = train_step(model, parts, micro, state.step, total_micro / mesh.dp,
+                                     passes=-(-total_micro // world) * mesh.sp)
             if ema is not None:
                 ema.update()
             state.step += 1

@@ -11,10 +11,12 @@ Gradients: a rank's gradient of every parameter is the share of its tokens, so t
 (``sum_gradients``, the strategies call it before clipping) and the data-parallel strategy (DDP or FSDP2
 on the mesh's "dp" dimension) averages over replicas as always.
 
-Data: each rank reads its own micro-batch and the SP group all-gathers them (``gather_batch``) and trains
-on the P micro-batches together. Per-rank compute and the global batch are then what the same world size
-gives without SP, every clip is still trained on once, and the ranks of a group keep one RNG stream (seeded
-by the data-parallel rank) so they draw the same noise and timesteps.
+Data: each rank reads its own micro-batch; the SP group all-gathers them (``group_micro_batches``) and
+trains on each of the P micro-batches in turn, together, accumulating gradients over them. A rank then holds
+1/P of a micro-batch's activations at a time (the point: a clip too long for one GPU fits P of them), while
+its compute per step, the global batch and the data it reads stay those of the same world size without SP;
+every clip is still trained on once. The ranks of a group keep one RNG stream (seeded by the data-parallel
+rank), so they draw the same noise and timesteps.
 
 The model files hold no distributed code: the DiT calls the ``attend`` and ``sequence`` objects handed to
 it here (``VideoModel.shard_sequence``). Sampling during training runs on every rank of a group with the
@@ -186,19 +188,19 @@ def sum_gradients(parameters, group) -> None:
             offset += g.numel()
 
 
-def gather_batch(batch: Batch, group) -> Batch:
-    """The SP group's micro-batches as one batch, in rank order, on every rank of the group."""
+def group_micro_batches(batch: Batch, group) -> list[Batch]:
+    """The micro-batches the ranks of an SP group read, in rank order, on every rank of the group: the group
+    trains on each of them in turn, together (``train_step`` accumulates over them)."""
     p = dist.get_world_size(group)
 
-    def gather(x: torch.Tensor) -> torch.Tensor:
+    def gather(x: torch.Tensor) -> list[torch.Tensor]:
         parts = [torch.empty_like(x) for _ in range(p)]
         dist.all_gather(parts, x.contiguous(), group=group)
-        return torch.cat(parts)
+        return parts
 
-    captions = None
+    videos = gather(batch.video)
+    labels = gather(batch.label) if batch.label is not None else [None] * p
+    captions: list = [None] * p
     if batch.caption is not None:
-        lists: list = [None] * p
-        dist.all_gather_object(lists, list(batch.caption), group=group)
-        captions = [c for part in lists for c in part]
-    return Batch(video=gather(batch.video), label=None if batch.label is None else gather(batch.label),
-                 caption=captions)
+        dist.all_gather_object(captions, list(batch.caption), group=group)
+    return [Batch(video=v, label=y, caption=c) for v, y, c in zip(videos, labels, captions)]

@@ -9,7 +9,7 @@ import torch
 from vidgen_ray.data.pipeline import torch_batches
 from vidgen_ray.evaluate.pixel import psnr, ssim
 from vidgen_ray.train.batches import to_batch
-from vidgen_ray.train.sequence_parallel import gather_batch
+from vidgen_ray.train.sequence_parallel import group_micro_batches
 from vidgen_ray.train.strategies import autocast
 
 
@@ -24,24 +24,26 @@ def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dic
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         mesh = next(iter(parts.values())).strategy.mesh  # a sequence-parallel group validates one batch together
         torch.manual_seed(cfg.train.seed + 1_000_003 * (1 + mesh.dp_rank))
+        reads = 0
         for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data, shuffle=False):
-            if batches >= cfg.train.val_batches:
+            if reads >= cfg.train.val_batches:
                 break
+            reads += 1
             batch = to_batch(raw, normalizer, device, cfg.model.num_classes)
-            if mesh.sp_group is not None:
-                batch = gather_batch(batch, mesh.sp_group)
-            with autocast(device, cfg.parallel.precision):
-                for name in parts:
-                    out = model.losses(name, batch, step)
-                    sums[f"val_loss_{name}"] = sums.get(f"val_loss_{name}", 0.0) + float(out.loss)
-                pair = model.reconstruct(batch)
-            if pair is not None:
-                target, pred = pair
-                real = normalizer.inverse(target.float()).cpu().numpy()
-                fake = normalizer.inverse(pred.float()).cpu().numpy()
-                sums["val_psnr"] = sums.get("val_psnr", 0.0) + sum(psnr(r, f) for r, f in zip(real, fake)) / len(real)
-                sums["val_ssim"] = sums.get("val_ssim", 0.0) + sum(ssim(r, f) for r, f in zip(real, fake)) / len(real)
-            batches += 1
+            # A sequence-parallel group validates its ranks' batches in turn, together.
+            for batch in [batch] if mesh.sp_group is None else group_micro_batches(batch, mesh.sp_group):
+                with autocast(device, cfg.parallel.precision):
+                    for name in parts:
+                        out = model.losses(name, batch, step)
+                        sums[f"val_loss_{name}"] = sums.get(f"val_loss_{name}", 0.0) + float(out.loss)
+                    pair = model.reconstruct(batch)
+                if pair is not None:
+                    target, pred = pair
+                    real = normalizer.inverse(target.float()).cpu().numpy()
+                    fake = normalizer.inverse(pred.float()).cpu().numpy()
+                    sums["val_psnr"] = sums.get("val_psnr", 0.0) + sum(psnr(r, f) for r, f in zip(real, fake)) / len(real)
+                    sums["val_ssim"] = sums.get("val_ssim", 0.0) + sum(ssim(r, f) for r, f in zip(real, fake)) / len(real)
+                batches += 1
     model.train()
     if not batches:
         return {}
