@@ -5,7 +5,8 @@
 
 1. Training step throughput and MFU, bf16, for dit-b and dit-l: DDP and FSDP2, torch.compile off and on,
    activation checkpointing off and on (one process per GPU, NCCL; synthetic clips on the device, so
-   this is the model and the strategy alone). The latent presets' VAE encoder is a stand-in of the same
+   this is the model and the strategy alone); where 2+ GPUs exist, dit-l with FSDP2 and sequence
+   parallelism 2 (``parallel.sequence_parallel``: the GPUs in pairs, each pair splitting its clips' tokens). The latent presets' VAE encoder is a stand-in of the same
    geometry with 8 channels a level (``--codec vae-b`` for the real one): the figure is the transformer's.
 2. DeepSpeed ZeRO-2 on NCCL, the same harness.
 3. Data wait: the real pipeline (prepare -> Ray Data -> Ray Train, one worker per GPU) feeding the GPU
@@ -38,12 +39,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-# (preset, strategy, compile, activation checkpointing): dit-b gets the whole grid, dit-l without compile
-# (its compile alone would take a minute of the budget), DeepSpeed ZeRO-2 once.
+# (preset, strategy, compile, activation checkpointing[, sequence parallel]): dit-b gets the whole grid, dit-l
+# without compile (its compile alone would take a minute of the budget), DeepSpeed ZeRO-2 once, and dit-l with
+# FSDP2 at SP 2 (a row that needs more GPUs than there are says so).
 GPU_GRID = (
     [("dit-b", s, c, a) for s in ("ddp", "fsdp2") for c in (False, True) for a in (False, True)]
     + [("dit-l", s, False, a) for s in ("ddp", "fsdp2") for a in (False, True)]
-    + [("dit-b", "deepspeed", False, False)]
+    + [("dit-b", "deepspeed", False, False), ("dit-l", "fsdp2", False, False, 2)]
 )
 DRY_GRID = [("dit-debug", s, c, a) for s in ("ddp", "fsdp2") for c, a in ((False, False), (True, False), (False, True))] + [
     ("dit-debug", "deepspeed", False, False)]
@@ -79,7 +81,9 @@ def _measure(row: tuple, device, world: int, opts: dict) -> dict:
     from vidgen_ray.train.strategies import strategy_class
     from vidgen_ray.train.telemetry import peak_flops
 
-    preset, strategy, compiled, checkpointed = row
+    from vidgen_ray.train.sequence_parallel import Mesh
+
+    preset, strategy, compiled, checkpointed, sp = (*row, 1)[:5]
     cuda = device.type == "cuda"
     torch.manual_seed(0)
     cfg = get_preset(preset)
@@ -88,9 +92,11 @@ def _measure(row: tuple, device, world: int, opts: dict) -> dict:
         model.attach_autoencoder(_stand_in_codec(cfg, opts["codec"] == "vae-b"))
     precision = "bf16" if cuda else "fp32"
     par = ParallelConfig(strategy=strategy, num_workers=world, use_gpu=cuda, precision=precision, compile=compiled,
-                         activation_checkpointing=checkpointed, zero_stage=2)
-    # The strategy class itself, also on one GPU (build_strategy would run ddp/fsdp2 as `none` there).
-    parts = strategy_class(strategy)(par, device).parallelize(model, TrainConfig(batch_size=opts["batch"][preset]), 1000)
+                         activation_checkpointing=checkpointed, zero_stage=2, sequence_parallel=sp)
+    # The strategy class itself, also on one GPU (build_strategy would run ddp/fsdp2 as `none` there). With SP
+    # every rank of a pair gets the same clips (seeded alike below), as the train loop's gathered micro-batch.
+    mesh = Mesh.build(sp, device.type) if sp > 1 else None
+    parts = strategy_class(strategy)(par, device, mesh).parallelize(model, TrainConfig(batch_size=opts["batch"][preset]), 1000)
     batch_size = opts["batch"][preset]
     video = torch.rand(batch_size, cfg.channels, cfg.frames, cfg.height, cfg.width, device=device) * 2 - 1
     labels = torch.zeros(batch_size, dtype=torch.long, device=device) if cfg.num_classes else None
@@ -109,7 +115,7 @@ def _measure(row: tuple, device, world: int, opts: dict) -> dict:
         train_step(model, parts, [batch], opts["warmup"] + i, 1)
     sync()
     seconds = time.perf_counter() - started
-    samples_per_s = world * batch_size * opts["steps"] / seconds
+    samples_per_s = world // sp * batch_size * opts["steps"] / seconds  # an SP group trains on one batch
     peak = peak_flops(device, precision)
     out = {"samples_per_s": round(samples_per_s, 3), "step_s": round(seconds / opts["steps"], 4),
            "warmup_s": round(first, 2), "batch_per_gpu": batch_size, "precision": precision,
@@ -145,8 +151,12 @@ def _grid_worker(rank: int, world: int, port: int, rows: list, opts: dict, out_p
 
     failed = False
     for row in rows:
+        sp = row[4] if len(row) > 4 else 1
         entry = {"preset": row[0], "strategy": row[1], "compile": row[2], "activation_checkpointing": row[3],
-                 "device": name, "gpus": world if cuda else 0}
+                 "sequence_parallel": sp, "device": name, "gpus": world if cuda else 0}
+        if world % sp:
+            results.append(entry | {"skipped": f"sequence parallelism {sp} needs a multiple of {sp} GPUs"})
+            continue
         if failed:
             results.append(entry | {"skipped": "an earlier row failed on some rank"})
             continue
@@ -293,15 +303,15 @@ def main(argv: list[str] | None = None) -> dict:
 def print_table(f: dict) -> None:
     where = "dry, CPU-sized" if f["dry"] else f"{f['gpus']} GPU(s)"
     print(f"\nGPU check ({where}), {f['seconds']} s")
-    print(f"{'preset':<10}{'strategy':<10}{'compile':>8}{'ckpt':>6}{'samples/s':>11}{'s/step':>8}{'MFU':>7}{'GiB':>7}  device")
+    print(f"{'preset':<10}{'strategy':<10}{'compile':>8}{'ckpt':>6}{'SP':>4}{'samples/s':>11}{'s/step':>8}{'MFU':>7}{'GiB':>7}  device")
     for r in f["steps"]:
+        head = (f"{r['preset']:<10}{r['strategy']:<10}{str(r['compile']):>8}{str(r['activation_checkpointing']):>6}"
+                f"{r.get('sequence_parallel', 1):>4}")
         if "samples_per_s" not in r:
-            print(f"{r['preset']:<10}{r['strategy']:<10}{str(r['compile']):>8}{str(r['activation_checkpointing']):>6}  "
-                  f"{r.get('skipped') or r.get('error')}")
+            print(f"{head}  {r.get('skipped') or r.get('error')}")
             continue
         mfu = f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else "n/a"
-        print(f"{r['preset']:<10}{r['strategy']:<10}{str(r['compile']):>8}{str(r['activation_checkpointing']):>6}"
-              f"{r['samples_per_s']:>11.2f}{r['step_s']:>8.3f}{mfu:>7}{r.get('peak_memory_gib', 0):>7.1f}  {r['device']}")
+        print(f"{head}{r['samples_per_s']:>11.2f}{r['step_s']:>8.3f}{mfu:>7}{r.get('peak_memory_gib', 0):>7.1f}  {r['device']}")
     p = f.get("pipeline")
     if p:
         stalls = ", ".join(f"{s:.2f}" for s in p["checkpoint_stalls_s"]) or "-"

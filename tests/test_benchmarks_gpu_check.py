@@ -41,3 +41,13 @@ def test_the_dry_gpu_check_runs_every_path(ray_session, tmp_path: Path):
     points = figures["serve"]["points"]
     assert [p["concurrency"] for p in points] == [1, 4]
     assert all(0 < p["p50_ms"] <= p["p95_ms"] and p["error_rate"] == 0 for p in points), points
+
+
+@pytest.mark.gloo
+def test_the_gpu_checks_sequence_parallel_row_runs_on_a_pair_and_is_skipped_where_gpus_do_not_divide():
+    grid = _gpu_check().step_grid([("dit-debug", "fsdp2", False, False, 2), ("dit-debug", "ddp", False, False, 4)], 2,
+                                  {"dry": True, "codec": "stand-in", "deadline": float("inf"), "warmup": 1, "steps": 1,
+                                   "batch": {"dit-debug": 2}})
+    measured, skipped = grid
+    assert measured["sequence_parallel"] == 2 and measured["samples_per_s"] > 0 and "error" not in measured, measured
+    assert "needs a multiple of 4" in skipped["skipped"]

@@ -204,3 +204,17 @@ def test_sequence_parallel_training_steps_like_data_parallel(tmp_path):
     # To the same loss within what other noise draws move 16 steps (0.153 and 0.194 from 0.234 when written);
     # the equalities above are the exact check.
     assert held_dp2[1] == pytest.approx(held_sp2[1], rel=0.35), (held_sp2, held_dp2)
+
+
+def test_the_benchmark_measures_less_activation_memory_per_rank_with_sp():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sequence_parallel
+
+    rows = sequence_parallel.main(["--frames", "4", "--size", "64", "--hidden", "64", "--heads", "4", "--sp", "1,2",
+                                   "--repeats", "1", "--budget-gib", "0.01"])["rows"]
+    assert [r["sp"] for r in rows] == [1, 2]
+    # Embedding, loss and the gathered output stay whole on every rank: less than half, not far from it.
+    assert 0.45 < rows[1]["memory_vs_first"] < 0.75, rows
+    assert rows[0]["fits_budget"] is False and rows[1]["activation_gib_per_rank"] < rows[0]["activation_gib_per_rank"]
