@@ -39,6 +39,7 @@ class ExperimentConfig:
                 f"(frames x height x width); drop the data.clip overrides or set model.frames/height/width to match"
             )
         p = self.parallel
+        self._validate_buckets()
         if p.sequence_parallel > 1 and m.family != "dit":
             raise ValueError(f"parallel.sequence_parallel={p.sequence_parallel} splits a transformer's tokens; the "
                              f"{m.family} family has none: set parallel.sequence_parallel=1 or use a dit preset")
@@ -47,6 +48,26 @@ class ExperimentConfig:
                              "use parallel.strategy=fsdp2, parallel.zero_stage=2, or train.ema_decay=0")
         if not self.name or "/" in self.name:
             raise ValueError(f"name {self.name!r} must be non-empty and contain no '/'")
+
+    def _validate_buckets(self) -> None:
+        """Bucketed data needs a model that runs at every bucket's shape: the DiT with sin-cos positions."""
+        buckets, m = self.data.bucket_shapes, self.model
+        if not buckets:
+            return
+        if m.family != "dit":
+            raise ValueError(f"data.buckets trains one model at several clip shapes; the {m.family} family has one "
+                             "fixed shape: use a dit preset or drop data.buckets")
+        if m.pos_embed != "sincos":
+            raise ValueError("data.buckets needs model.pos_embed=sincos (learned positions exist for one grid only)")
+        if self.parallel.sequence_parallel > 1:
+            raise ValueError("data.buckets with parallel.sequence_parallel > 1 is not supported yet (an SP group's "
+                             "ranks would gather batches of different shapes); use one or the other")
+        steps = (m.patch[0] * m.latent_temporal_compression, m.patch[1] * m.latent_spatial_compression,
+                 m.patch[2] * m.latent_spatial_compression)
+        for b in buckets:
+            if b.frames % steps[0] or b.height % steps[1] or b.width % steps[2]:
+                raise ValueError(f"bucket {b} (frames x height x width) is not a multiple of the model's token size "
+                                 f"{steps[0]}x{steps[1]}x{steps[2]} (patch x VAE compression); round the bucket to it")
 
     def summary(self) -> str:
         m, t, p = self.model, self.train, self.parallel

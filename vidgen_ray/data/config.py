@@ -118,6 +118,23 @@ class AugmentConfig:
 
 
 @dataclass
+class BucketRule:
+    """Buckets as a rule (Open-Sora's table): about ``pixels`` pixels a frame at each aspect ratio (width /
+    height), sides a multiple of ``multiple``, at each frame count. Adds to ``data.buckets``."""
+
+    pixels: tuple[int, ...] = ()
+    aspects: tuple[float, ...] = (1.0,)
+    frames: tuple[int, ...] = ()
+    multiple: int = 16
+
+    def validate(self) -> None:
+        if bool(self.pixels) != bool(self.frames) or min((*self.pixels, *self.frames, self.multiple), default=1) < 1:
+            raise ValueError("data.bucket_rule needs positive pixels and frames lists (or neither), and multiple >= 1")
+        if any(a <= 0 for a in self.aspects):
+            raise ValueError("data.bucket_rule.aspects are width / height ratios > 0")
+
+
+@dataclass
 class DataConfig:
     source: str = ""  # URI of raw videos, or of a dataset written by `vidgen-ray data prepare`
     manifest: str | None = None  # parquet/csv/jsonl with path,label,caption; default: <source>/manifest.*
@@ -150,8 +167,30 @@ class DataConfig:
     ordered: bool = False
     stats_clips: int = 64  # training clips used to compute per-channel mean/std
     seed: int = 0
+    # Shapes one run trains on (data/buckets.py), [[frames, height, width], ...] at data.clip.fps; each video
+    # goes to the one it fits best, batches hold one shape. Empty (and no bucket_rule): every clip is data.clip.
+    buckets: tuple[tuple[int, int, int], ...] = ()
+    bucket_rule: BucketRule = field(default_factory=BucketRule)
+    bucket_max_upscale: float = 1.0  # a video may be scaled up at most this much to fill a bucket
+
+    @property
+    def bucket_shapes(self) -> list:
+        """``buckets`` and ``bucket_rule`` as ``Bucket`` objects (empty: no bucketing)."""
+        from vidgen_ray.data.buckets import from_rule, parse
+
+        out = parse(self.buckets)
+        r = self.bucket_rule
+        if r.pixels:
+            out += [b for b in from_rule(r.pixels, r.aspects, r.frames, r.multiple) if b not in out]
+        return out
 
     def validate(self) -> None:
+        self.bucket_rule.validate()
+        shapes = self.bucket_shapes
+        if shapes and min(min(b.height, b.width) for b in shapes) < 8:
+            raise ValueError("data.buckets: every bucket needs a height and width of at least 8")
+        if self.bucket_max_upscale < 1.0:
+            raise ValueError("data.bucket_max_upscale must be >= 1 (1: never scale a video up)")
         if self.files_per_task < 1:
             raise ValueError("data.files_per_task must be >= 1")
         if self.max_clips_per_task < 0:

@@ -133,12 +133,24 @@ class UnitReader:
         self.skip_rows = skip_rows  # clips of the first item a resumed run already trained on
         self.train = split == "train"
         self.augment = augment and self.train and cfg.augment.enabled
-        self.frames = cfg.clip.frames
-        self.decoded = self.frames + (cfg.augment.extra_frames(self.frames) if self.train else 0)
+        self.buckets = cfg.bucket_shapes  # empty: every clip has data.clip's shape
         self.failures = 0
         self.stats: dict = {}
+
+    def _shape(self, unit: dict) -> tuple[int, int, int]:
+        """(frames, height, width) of a unit's clips: its bucket's, or data.clip's."""
+        if self.buckets:
+            b = self.buckets[int(unit["bucket"])]
+            return b.frames, b.height, b.width
+        return self.cfg.clip.frames, self.cfg.clip.height, self.cfg.clip.width
+
+    def _decoded(self, frames: int) -> int:
+        """Frames decoded per clip: train clips keep extra ones for temporal augmentation."""
+        return frames + (self.cfg.augment.extra_frames(frames) if self.train else 0)
+
+    def _out_frames(self, frames: int) -> int:
         # Stored train clips (prepare / cache, no augmentation yet) keep the extra frames.
-        self.out_frames = self.decoded if (self.train and not self.augment and units.kind == "video") else self.frames
+        return self._decoded(frames) if (self.train and not self.augment and self.units.kind == "video") else frames
 
     def _unit(self, g: int) -> tuple[int, dict]:
         n = len(self.units)
@@ -147,17 +159,19 @@ class UnitReader:
             return epoch, self.units.rows[pos]
         return epoch, self.units.rows[int(_epoch_order(self.cfg.seed, epoch, n)[pos])]
 
-    def _augment(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _augment(self, clip: np.ndarray, rng: np.random.Generator, frames: int) -> np.ndarray:
         if not self.augment:
             # Without augmentation a train clip keeps its extra frames only when they are being stored
             # (prepare / cache), so temporal augmentation can still pick from them later.
-            return clip[: self.out_frames]
-        a = aug_lib.draw(self.cfg.augment, rng, self.frames, clip.shape[0])
-        return aug_lib.apply(clip, a, self.frames)
+            return clip[: self._out_frames(frames)]
+        a = aug_lib.draw(self.cfg.augment, rng, frames, clip.shape[0])
+        return aug_lib.apply(clip, a, frames)
 
     def _video_clips(self, unit: dict, epoch: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float, int]]:
         spec = self.cfg.clip
-        window_s = self.decoded / spec.fps
+        frames, height, width = self._shape(unit)
+        decoded = self._decoded(frames)
+        window_s = decoded / spec.fps
         n = int(unit.get("clips") or spec.clips_per_video)  # a unit may ask for its own number of windows
         t0, span = float(unit.get("t0", 0.0)), float(unit.get("span", unit["duration"]))  # a segment of the file
         if self.train and spec.window == "random":
@@ -167,11 +181,11 @@ class UnitReader:
         starts = [t0 + s for s in starts]
         crop = (float(rng.uniform()), float(rng.uniform())) if self.train and spec.crop == "random" else (0.5, 0.5)
         clips = decode_file(
-            unit["uri"], starts, self.decoded, spec.fps, spec.height, spec.width, rotation=unit["rotation"],
+            unit["uri"], starts, decoded, spec.fps, height, width, rotation=unit["rotation"],
             crop=crop, interpolation=spec.interpolation, size=unit["size"], max_inmemory_mb=self.cfg.max_inmemory_mb,
             stats=self.stats,
         )
-        return [(self._augment(c, rng), s, i) for i, (c, s) in enumerate(zip(clips, starts))]
+        return [(self._augment(c, rng, frames), s, i) for i, (c, s) in enumerate(zip(clips, starts))]
 
     def _shard_rows(self, unit: dict, epoch: int, rng: np.random.Generator) -> list[dict]:
         table = pq.read_table(io.BytesIO(storage.read_bytes(unit["uri"])))
@@ -181,11 +195,13 @@ class UnitReader:
         out = []
         for r in rows:
             clip = np.frombuffer(r["video"], dtype=np.uint8).reshape(r["frames"], r["height"], r["width"], 3)
-            out.append({**r, "video": self._augment(clip, rng)})
+            frames = self._shape(r)[0] if self.buckets else self.cfg.clip.frames
+            out.append({**r, "video": self._augment(clip, rng, frames)})
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cols: dict[str, list] = {k: [] for k in ("video", "label", "caption", "source_id", "start_s", "clip_index", "epoch", "item")}
+        cols: dict[str, list] = {k: [] for k in ("video", "label", "caption", "source_id", "start_s", "clip_index", "epoch",
+                                                 "item", "bucket")}
         for gid in batch["id"]:
             g = int(gid) + self.start_item
             epoch, unit = self._unit(g)
@@ -199,12 +215,14 @@ class UnitReader:
                             cols[k].append(v)
                         cols["epoch"].append(epoch)
                         cols["item"].append(g)
+                        cols["bucket"].append(int(unit.get("bucket", -1)))
                 else:
                     for r in self._shard_rows(unit, epoch, rng):
                         for k in ("video", "label", "caption", "source_id", "start_s", "clip_index"):
                             cols[k].append(r[k])
                         cols["epoch"].append(epoch)
                         cols["item"].append(g)
+                        cols["bucket"].append(int(r.get("bucket", -1)))
             except Exception as exc:  # noqa: BLE001 - one bad file must not end a training job
                 self.failures += 1
                 log.warning("skipping %s (epoch %d): %s: %s", unit["uri"], epoch, type(exc).__name__, exc)
@@ -214,10 +232,7 @@ class UnitReader:
                     del values[first_row : first_row + self.skip_rows]
         _publish(self.split, clips=len(cols["video"]), frames=self.stats.pop("frames_decoded", 0), failures=self.failures)
         self.failures = 0
-        spec = self.cfg.clip
-        video = np.stack(cols["video"]) if cols["video"] else np.zeros((0, self.out_frames, spec.height, spec.width, 3), np.uint8)
-        return {
-            "video": video,
+        out = {
             "label": np.asarray(cols["label"], dtype=np.int64),
             "caption": np.asarray(cols["caption"], dtype=object),
             "source_id": np.asarray(cols["source_id"], dtype=object),
@@ -226,6 +241,17 @@ class UnitReader:
             "epoch": np.asarray(cols["epoch"], dtype=np.int64),
             "item": np.asarray(cols["item"], dtype=np.int64),
         }
+        if self.buckets:
+            # Clips of several shapes in one block: raw bytes + each clip's shape (plain Arrow columns, like the
+            # prepared shards), regrouped into one-shape batches on the trainer (data/buckets.py).
+            out["video"] = np.array([np.ascontiguousarray(v).tobytes() for v in cols["video"]], dtype=object)
+            out["shape"] = np.asarray([v.shape[:3] for v in cols["video"]], dtype=np.int32).reshape(-1, 3)
+            out["bucket"] = np.asarray(cols["bucket"], dtype=np.int64)
+            return out
+        spec = self.cfg.clip
+        out["video"] = (np.stack(cols["video"]) if cols["video"]
+                        else np.zeros((0, self._out_frames(spec.frames), spec.height, spec.width, 3), np.uint8))
+        return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -391,12 +417,53 @@ class ClipCollate(NumpyBatchCollateFn):
         }
 
 
+def _bucket_batch(rows: list[dict], bucket: int) -> dict:
+    """One-shape rows (bytes + shape) -> the batch ``ClipCollate`` makes, plus its ``bucket``."""
+    import torch
+
+    video = np.stack([np.frombuffer(r["video"], np.uint8).reshape(*(int(n) for n in r["shape"]), 3) for r in rows])
+    items = np.asarray([r["item"] for r in rows], dtype=np.int64)
+    return {
+        "video": torch.from_numpy(video),
+        "label": torch.from_numpy(np.asarray([r["label"] for r in rows], dtype=np.int64)),
+        "caption": [str(r["caption"]) for r in rows],
+        "epoch": int(max(r["epoch"] for r in rows)),
+        "item": int(items.max()),
+        "items": torch.from_numpy(items),
+        "bucket": bucket,
+    }
+
+
+def bucket_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = True, shuffle: bool = True) -> Iterator[dict]:
+    """A bucketed shard as batches of one shape each (``data/buckets.py``): a bucket's batch is handed out as
+    soon as it has its batch size (``batch_size`` reference clips' worth of pixels); with ``drop_last``
+    the partial batches left when the stream ends are dropped, else handed out last."""
+    from vidgen_ray.data.buckets import Bucket, BucketBatcher, batch_sizes
+
+    buckets = cfg.bucket_shapes
+    batcher = BucketBatcher(batch_sizes(buckets, batch_size, Bucket(cfg.clip.frames, cfg.clip.height, cfg.clip.width)))
+    for block in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=cfg.prefetch_batches,
+                                    local_shuffle_buffer_size=cfg.shuffle_buffer if shuffle else None,
+                                    local_shuffle_seed=cfg.seed if shuffle else None):
+        for i in range(len(block["bucket"])):
+            row = {k: v[i] for k, v in block.items()}
+            full = batcher.add(int(row["bucket"]), row)
+            if full is not None:
+                yield _bucket_batch(full, int(row["bucket"]))
+    if not drop_last:
+        for bucket, rows in batcher.leftovers():
+            yield _bucket_batch(rows, bucket)
+
+
 def torch_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = True, shuffle: bool = True) -> Iterator[dict]:
     """Iterate a Train worker's shard (``ray.train.get_dataset_shard``) as collated torch batches;
-    ``shuffle`` applies the local shuffle buffer of ``cfg`` (validation reads in order)."""
+    ``shuffle`` applies the local shuffle buffer of ``cfg`` (validation reads in order). With
+    ``data.buckets`` every batch holds clips of one bucket (``bucket_batches``)."""
     shuffle = shuffle and bool(cfg.shuffle_buffer)
     if shuffle and cfg.shuffle_buffer < 4 * batch_size:
         raise ValueError(f"data.shuffle_buffer={cfg.shuffle_buffer} must be far larger than 2 x batch ({batch_size}); ray#66085 hangs otherwise")
+    if cfg.bucket_shapes:
+        return bucket_batches(shard, batch_size, cfg, drop_last, shuffle)
     return shard.iter_torch_batches(
         batch_size=batch_size,
         prefetch_batches=cfg.prefetch_batches,

@@ -50,12 +50,15 @@ def summarize(rows: list[dict]) -> dict:
     dropped = Counter(r["reason"] for r in rows if r["status"] != "kept")
     if kept + sum(dropped.values()) != listed:
         raise AssertionError(f"accounting identity broken: {kept} kept + {sum(dropped.values())} dropped != {listed} listed")
-    return {
+    out = {
         "listed": listed,
         "kept": kept,
         "dropped": dict(sorted(dropped.items())),
         "kept_by_split": {s: sum(r["status"] == "kept" and r["split"] == s for r in rows) for s in SPLITS},
     }
+    if any("bucket_shape" in r for r in rows):  # data.buckets: kept videos per bucket (frames x height x width)
+        out["videos_by_bucket"] = dict(sorted(Counter(r["bucket_shape"] for r in rows if r["status"] == "kept").items()))
+    return out
 
 
 def format_summary(summary: dict) -> str:
@@ -63,14 +66,18 @@ def format_summary(summary: dict) -> str:
     for reason, n in summary["dropped"].items():
         lines.append(f"  dropped {reason:<20} {n}")
     lines.append("  kept by split: " + ", ".join(f"{k} {v}" for k, v in summary["kept_by_split"].items()))
+    if "videos_by_bucket" in summary:
+        lines.append("  kept videos by bucket: " + ", ".join(f"{k} {v}" for k, v in summary["videos_by_bucket"].items()))
     if "clips" in summary:
         lines.append("  clips written: " + ", ".join(f"{k} {v}" for k, v in summary["clips"].items()))
+    if "clips_by_bucket" in summary:
+        lines.append("  clips by bucket: " + ", ".join(f"{k} {v}" for k, v in summary["clips_by_bucket"].items()))
     return "\n".join(lines)
 
 
 def _report_table(rows: list[dict]) -> pa.Table:
     columns = ["uri", "rel_path", "size", "split", "label", "caption", "source_id", "status", "reason", "error", "container",
-               "codec", "width", "height", "rotation", "fps", "vfr", "duration", "frames", "has_audio"]
+               "codec", "width", "height", "rotation", "fps", "vfr", "duration", "frames", "has_audio", "bucket_shape"]
     return pa.table({c: [r.get(c) for r in rows] for c in columns})
 
 
@@ -96,15 +103,24 @@ def probe_report(cfg: DataConfig, out: str | None = None) -> tuple[list[dict], d
 
 
 def _to_parquet_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Clips as raw bytes + shape: plain parquet any reader understands, no tensor extension type."""
+    """Clips as raw bytes + shape: plain parquet any reader understands, no tensor extension type.
+    Bucketed clips arrive as bytes + shape already (one block holds several shapes) and keep their bucket."""
     video = batch["video"]
     n = len(video)
-    t, h, w = video.shape[1:4] if n else (0, 0, 0)
+    if "shape" in batch:
+        shape = np.asarray(batch["shape"], np.int32).reshape(-1, 3)
+        extra = {"bucket": batch["bucket"]}
+    else:
+        t, h, w = video.shape[1:4] if n else (0, 0, 0)
+        shape = np.tile(np.asarray([t, h, w], np.int32), (n, 1))
+        video = np.array([v.tobytes() for v in video], dtype=object)
+        extra = {}
     return {
-        "video": np.array([v.tobytes() for v in video], dtype=object),
-        "frames": np.full(n, t, np.int32),
-        "height": np.full(n, h, np.int32),
-        "width": np.full(n, w, np.int32),
+        **extra,
+        "video": video,
+        "frames": shape[:, 0],
+        "height": shape[:, 1],
+        "width": shape[:, 2],
         "label": batch["label"],
         "caption": batch["caption"],
         "source_id": batch["source_id"],
@@ -160,17 +176,20 @@ class _ClipCounter:
         return self.n
 
 
-def _shard_counts(uri: str) -> tuple[list[dict], Counter]:
-    """Shards of one split with their row counts, and clips per source (read from column metadata only)."""
-    shards, per_source = [], Counter()
+def _shard_counts(uri: str, buckets: list | None = None) -> tuple[list[dict], Counter, Counter]:
+    """Shards of one split with their row counts, clips per source and, with ``buckets``, clips per bucket
+    shape (read from those columns only)."""
+    shards, per_source, per_bucket = [], Counter(), Counter()
     if not storage.exists(uri):
-        return shards, per_source
+        return shards, per_source, per_bucket
     for entry in storage.list_files(uri, extensions=(".parquet",)):
         with storage.open_input(entry.uri) as f:
-            table = pq.read_table(f, columns=["source_id"])
+            table = pq.read_table(f, columns=["source_id", "bucket"] if buckets else ["source_id"])
         shards.append({"uri": entry.uri, "rows": table.num_rows})
         per_source.update(table.column("source_id").to_pylist())
-    return shards, per_source
+        if buckets:
+            per_bucket.update(str(buckets[i]) for i in table.column("bucket").to_pylist())
+    return shards, per_source, per_bucket
 
 
 def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 16) -> dict:
@@ -179,12 +198,13 @@ def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 16) -> dict:
     catalog = build_catalog(cfg)
     rows, label_names = probe_all(cfg, catalog)
     units = video_units((rows, label_names), cfg)
-    clips, late = {}, []
+    clips, late, by_bucket = {}, [], Counter()
     for split in SPLITS:
         if len(units[split]):
             _write_split(units[split], cfg, split, out, rows_per_shard)
-        shards, per_source = _shard_counts(storage.join(out, split))
+        shards, per_source, per_bucket = _shard_counts(storage.join(out, split), cfg.bucket_shapes)
         clips[split] = sum(s["rows"] for s in shards)
+        by_bucket.update(per_bucket)
         # A file that passed the probe can still fail mid-stream: account for it, never lose it silently.
         for r in (r for r in rows if r["status"] == "kept" and r["split"] == split):  # files, not segments
             if per_source[r["source_id"]] == 0:
@@ -193,11 +213,14 @@ def prepare(cfg: DataConfig, out: str, rows_per_shard: int = 16) -> dict:
     stats = None
     if clips["train"]:
         stats = _train_stats(storage.join(out, "train"), cfg.stats_clips)
-    summary = write_report(rows, out, {"clips": clips})
+    summary = write_report(rows, out, {"clips": clips, **({"clips_by_bucket": dict(sorted(by_bucket.items()))}
+                                                          if cfg.bucket_shapes else {})})
     marker = {
         "format": FORMAT_VERSION,
         "source": cfg.source,
         "clip": to_dict(cfg.clip),
+        "buckets": [[b.frames, b.height, b.width] for b in cfg.bucket_shapes],
+        "bucket_max_upscale": cfg.bucket_max_upscale,
         "train_frames": cfg.clip.frames + cfg.augment.extra_frames(cfg.clip.frames),
         "label_names": label_names,
         "mean": stats[0] if stats else None,
@@ -241,9 +264,13 @@ def load_prepared(uri: str, cfg: DataConfig) -> tuple[dict[str, Units], dict]:
             f"{uri} holds clips of frames/height/width/fps {have}, but the run asks for {want}: "
             f"set data.clip to match, or prepare the data again with the new clip spec"
         )
+    buckets = [[b.frames, b.height, b.width] for b in cfg.bucket_shapes]
+    if marker.get("buckets", []) != buckets:
+        raise ConfigError(f"{uri} was prepared with data.buckets {marker.get('buckets', [])} and the run asks for "
+                          f"{buckets}: set data.buckets to match, or prepare the data again")
     units = {}
     for split in SPLITS:
-        shards, _ = _shard_counts(storage.join(uri, split))
+        shards, _, _ = _shard_counts(storage.join(uri, split))
         n = sum(s["rows"] for s in shards)
         frames = marker["train_frames"] if split == "train" else clip["frames"]
         units[split] = Units("shard", shards, n / len(shards) if shards else 0.0, frames=frames, label_names=marker["label_names"])
@@ -255,6 +282,8 @@ def cache_key(cfg: DataConfig, rows: list[dict]) -> str:
     relevant = {
         "format": FORMAT_VERSION,
         "clip": to_dict(cfg.clip),
+        "buckets": [str(b) for b in cfg.bucket_shapes],
+        "bucket_max_upscale": cfg.bucket_max_upscale,
         "clean": to_dict(cfg.clean),
         "split": to_dict(cfg.split),
         "extra": cfg.augment.extra_frames(cfg.clip.frames),

@@ -29,6 +29,7 @@ REASONS = (
     "resolution_too_low",
     "resolution_too_high",
     "too_short",
+    "no_bucket",  # data.buckets is set and the video fits none of them (data/buckets.py)
 )
 
 
@@ -172,6 +173,24 @@ def probe(uri: str, rules: CleanRules, min_duration_s: float, size: int | None =
 
 
 def probe_row(row: dict, cfg) -> dict:
-    """A catalog row + its probe result (the Ray Data ``map`` function; no torch import here)."""
-    clip_s = (cfg.clip.frames - 1) / cfg.clip.fps
-    return {**row, **probe(row["uri"], cfg.clean, clip_s, size=row["size"], max_inmemory_mb=cfg.max_inmemory_mb)}
+    """A catalog row + its probe result (the Ray Data ``map`` function; no torch import here). With
+    ``data.buckets``, a kept video also gets the bucket it fits best, or is dropped as ``no_bucket``."""
+    from vidgen_ray.data.buckets import assign
+
+    buckets = cfg.bucket_shapes
+    shortest = min(b.frames for b in buckets) if buckets else cfg.clip.frames
+    out = {**row, **probe(row["uri"], cfg.clean, (shortest - 1) / cfg.clip.fps, size=row["size"],
+                          max_inmemory_mb=cfg.max_inmemory_mb)}
+    if buckets:
+        out["bucket"] = -1
+        if out["status"] == "kept":
+            index = assign(out, buckets, cfg.clip.fps, cfg.bucket_max_upscale)
+            if index is None:
+                out.update(status="dropped", reason="no_bucket",
+                           error=f"{out['width']}x{out['height']}, {out['duration']:.2f}s fits none of data.buckets "
+                                 f"{[str(b) for b in buckets]} (frames x height x width at {cfg.clip.fps} fps, at most "
+                                 f"{cfg.bucket_max_upscale}x upscaling)")
+            else:
+                out["bucket"] = index
+        out["bucket_shape"] = str(buckets[out["bucket"]]) if out["bucket"] >= 0 else ""
+    return out

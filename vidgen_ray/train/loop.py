@@ -171,7 +171,10 @@ def train_loop_per_worker(config: dict) -> None:
     # another size shares them out differently (train/batches.micro_batches), never changes their number.
     total_micro = plan.global_batch // cfg.train.batch_size
     assert total_micro * cfg.train.batch_size == plan.global_batch and total_micro >= world, (plan.global_batch, world)
-    uneven = total_micro % world != 0  # then the ranks agree on the stream's end before every step
+    # Buckets: a rank's stream of one-shape batches ends when its own clips run out (they fill batches of other
+    # sizes than its neighbours'), so ranks agree on the stream's end before every step, as with uneven shares.
+    buckets = cfg.data.bucket_shapes
+    uneven = total_micro % world != 0 or bool(buckets)
     device = ray.train.torch.get_device() if cfg.parallel.use_gpu else torch.device("cpu")
     torch.set_num_threads(max(1, int(cfg.parallel.cpus_per_worker)))
     _seed_everything(cfg.train.seed)  # identical init on every rank; data order differs by shard
@@ -209,6 +212,7 @@ def train_loop_per_worker(config: dict) -> None:
         _seed_everything(cfg.train.seed + 1000 * mesh.dp_rank + state.step)
 
     flops = model.flops_per_sample()
+    reference_numel = cfg.model.channels * cfg.data.clip.frames * cfg.data.clip.height * cfg.data.clip.width
     telemetry = Telemetry(cfg.name, rank, world, flops, model.tokens_per_sample(), device, cfg.parallel.precision,
                           frames_per_sample=cfg.model.frames)
     if rank == 0:
@@ -282,7 +286,8 @@ def train_loop_per_worker(config: dict) -> None:
         clock = time.perf_counter()  # training wall time, carried across resumes in TrainState.train_seconds
         # The data position to the clip needs one reader of an ordered, unshuffled stream; otherwise (several
         # workers, Ray Data's unordered delivery, a local shuffle buffer) it is estimated from samples seen.
-        exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer
+        # (Buckets regroup clips by shape, out of stream order: estimated there too.)
+        exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer and not buckets
         last_sampled = -1
         while state.step < plan.total_steps and not stop_reason:
             # --- wait for data (measured: the accelerator idles here) -------------------------------------
@@ -318,7 +323,9 @@ def train_loop_per_worker(config: dict) -> None:
             if ema is not None:
                 ema.update()
             state.step += 1
-            state.samples_seen += plan.global_batch
+            clips = sum(b.size for b in micro) // mesh.sp  # this rank's share (an SP group shares its micro-batches)
+            # Bucketed batches differ in size between ranks: the global count is estimated from this rank's.
+            state.samples_seen += clips * world if buckets else plan.global_batch
             if exact_position:  # every clip this step trained on, in stream order
                 for item in (int(i) for b in micro_items for i in b):
                     if item != state.items_consumed:
@@ -327,7 +334,13 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
                 state.rows_into_item = 0
-            telemetry.stepped(plan.global_batch // world)  # the global batch, not this rank's share of it
+            if buckets:  # tokens and FLOPs in reference clips (data.clip), the step time per bucket
+                shapes = {tuple(b.video.shape[2:]) for b in micro}
+                telemetry.stepped(clips, work=sum(b.size * b.video[0].numel() for b in micro) / reference_numel,
+                                  frames=sum(b.size * b.video.shape[2] for b in micro),
+                                  bucket="x".join(map(str, shapes.pop())) if len(shapes) == 1 else "mixed")
+            else:
+                telemetry.stepped(plan.global_batch // world)  # the global batch, not this rank's share of it
             micro, micro_items = [], []
             # --- log (the step's metrics reach the host only here: reading them waits for the device) --------
             if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:

@@ -55,6 +55,11 @@ class Interval:
     data_wait: float = 0.0
     samples: int = 0
     steps: int = 0
+    work: float = 0.0  # samples in reference-shape clips: a bucketed clip counts its pixels / the reference's
+    frames: int = 0
+    padded: float = 0.0  # of ``work``: padding (0 while every batch holds one shape)
+    bucket_time: dict = field(default_factory=dict)  # bucket -> [seconds, steps]
+    last_step: float = field(default_factory=time.perf_counter)
 
     def elapsed(self) -> float:
         return max(1e-9, time.perf_counter() - self.started)
@@ -95,9 +100,23 @@ class Telemetry:
     def waited(self, seconds: float) -> None:
         self.interval.data_wait += seconds
 
-    def stepped(self, samples: int) -> None:
-        self.interval.samples += samples
-        self.interval.steps += 1
+    def stepped(self, samples: int, work: float | None = None, frames: int | None = None, bucket: str = "",
+                padded: float = 0.0) -> None:
+        """One optimizer step over ``samples`` clips (per rank, of the global batch). Bucketed runs also give
+        the clips' ``work`` in reference clips (tokens and FLOPs scale with pixels), their ``frames``, the
+        ``bucket`` the step's micro-batches shared (its step time is reported apart) and ``padded`` work."""
+        iv = self.interval
+        iv.samples += samples
+        iv.work += samples if work is None else work
+        iv.frames += samples * self.frames_per_sample if frames is None else frames
+        iv.padded += padded
+        iv.steps += 1
+        now = time.perf_counter()
+        if bucket:
+            spent = iv.bucket_time.setdefault(bucket, [0.0, 0])
+            spent[0] += now - iv.last_step
+            spent[1] += 1
+        iv.last_step = now
 
     def flush(self, losses: dict[str, float]) -> dict[str, float]:
         """Close the interval: compute rates, publish Ray metrics, return them for ``ray.train.report``."""
@@ -105,15 +124,20 @@ class Telemetry:
             torch.cuda.synchronize(self.device)
         iv = self.interval
         wall = iv.elapsed()
-        samples_per_s = iv.samples * self.world / wall  # every worker runs the same number of samples
+        samples_per_s = iv.samples * self.world / wall  # every worker runs the same number of samples (about,
+        work_per_s = iv.work * self.world / wall  # where buckets make each rank's batches differ)
         out = {
             "samples_per_s": samples_per_s,
-            "tokens_per_s": samples_per_s * self.tokens_per_sample,
-            "frames_per_s": samples_per_s * self.frames_per_sample,
+            "tokens_per_s": work_per_s * self.tokens_per_sample,
+            "frames_per_s": iv.frames * self.world / wall,
             "data_wait_fraction": min(1.0, iv.data_wait / wall),
             "step_time_s": wall / max(1, iv.steps),
-            "mfu": (3 * self.flops_per_sample * samples_per_s / (self.peak * self.world)) if self.peak else 0.0,
+            "padded_token_share": iv.padded / max(iv.work, 1e-9),
+            # Bucketed clips' FLOPs scale as their pixels here (attention grows faster: an estimate for them).
+            "mfu": (3 * self.flops_per_sample * work_per_s / (self.peak * self.world)) if self.peak else 0.0,
         }
+        for bucket, (seconds, steps) in sorted(iv.bucket_time.items()):
+            out[f"step_time_s/{bucket}"] = seconds / steps
         if self.device.type == "cuda":
             out["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         if self._gauges is not None:

@@ -4,6 +4,8 @@ averages across ranks."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from vidgen_ray.data.pipeline import torch_batches
@@ -11,6 +13,17 @@ from vidgen_ray.evaluate.pixel import psnr, ssim
 from vidgen_ray.train.batches import to_batch
 from vidgen_ray.train.sequence_parallel import group_micro_batches
 from vidgen_ray.train.strategies import autocast
+
+
+def _agreed(stream, limit: int, device) -> list:
+    """Up to ``limit`` batches, as many on every rank: one-shape (bucketed) batches come out in numbers that
+    differ between ranks' shards, and every rank must run the same forwards (FSDP gathers in each)."""
+    batches = list(itertools.islice(stream, limit))
+    if torch.distributed.is_initialized():
+        n = torch.tensor([len(batches)], device=device)
+        torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MIN)
+        batches = batches[: int(n.item())]
+    return batches
 
 
 def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dict[str, float]:
@@ -24,8 +37,11 @@ def validate(model, parts, val_shard, cfg, normalizer, device, step: int) -> dic
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         mesh = next(iter(parts.values())).strategy.mesh  # a sequence-parallel group validates one batch together
         torch.manual_seed(cfg.train.seed + 1_000_003 * (1 + mesh.dp_rank))
+        stream = torch_batches(val_shard, cfg.train.batch_size, cfg.data, shuffle=False)
+        if cfg.data.bucket_shapes:
+            stream = _agreed(stream, cfg.train.val_batches, device)
         reads = 0
-        for raw in torch_batches(val_shard, cfg.train.batch_size, cfg.data, shuffle=False):
+        for raw in stream:
             if reads >= cfg.train.val_batches:
                 break
             reads += 1
