@@ -58,6 +58,7 @@ class Family:
     quick_steps: int = 6
     needs: str | None = None  # a family whose final checkpoint this one builds on
     conditioned: bool = True  # class labels condition the samples: class_accuracy is measured
+    buckets: tuple[str, ...] = ()  # trains on the same videos prepared into these shapes (data.buckets)
 
 
 FAMILIES: dict[str, Family] = {
@@ -70,6 +71,12 @@ FAMILIES: dict[str, Family] = {
         "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=3e-3", "train.optim.beta2=0.99",
         "model.latent_channels=4", "model.latent_spatial_compression=4", "model.patch=1,2,2",
         "model.guidance=2.0", "train.ema_decay=0.995"], steps=1000, needs="vae"),
+    # The pixel DiT on the same videos at their own sizes and lengths: square ones at 32x32, 4:3 ones at
+    # 24x32, 16 or 24 frames by duration (data.buckets); sampled and judged at 16x32x32 like the others.
+    "dit-buckets": Family("dit-buckets", "dit-debug", [
+        "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=3e-3", "train.optim.beta2=0.99",
+        "model.guidance=2.0", "train.ema_decay=0.995"], steps=1300,
+        buckets=("16x32x32", "24x32x32", "16x24x32", "24x24x32")),
     "gan": Family("gan", "gan-debug", [
         "model.num_classes=4", "model.base_frames=2", "train.batch_size=16", "train.optim.lr=2e-4",
         "train.optim.beta1=0.0", "train.optim.beta2=0.99", "train.optim.discriminator_lr_mult=2.0",
@@ -80,16 +87,16 @@ FAMILIES: dict[str, Family] = {
         "train.batch_size=16", "train.optim.lr=2e-3", "model.context_frames=4", "model.stem_stride=2"], steps=900,
         conditioned=False),
 }
-ORDER = ("vae", "dit", "dit-latent", "gan", "rnn")
+ORDER = ("vae", "dit", "dit-buckets", "dit-latent", "gan", "rnn")
 
 
 # --- data ---------------------------------------------------------------------------------------------
 
 
-def data_config(source: str):
+def data_config(source: str, buckets: tuple[str, ...] = ()):
     from vidgen_ray.data.config import DataConfig
 
-    cfg = DataConfig(source=source)
+    cfg = DataConfig(source=source, buckets=tuple(tuple(int(v) for v in b.split("x")) for b in buckets))
     cfg.clip.frames, cfg.clip.height, cfg.clip.width, cfg.clip.fps = CLIP["frames"], CLIP["height"], CLIP["width"], CLIP["fps"]
     cfg.clip.clips_per_video = 1
     # Held-out videos for two disjoint real sets of N clips each; the rest trains.
@@ -98,16 +105,19 @@ def data_config(source: str):
     return cfg
 
 
-def dataset(work: Path, videos: int, seed: int) -> Path:
-    """Synthetic videos and their prepared clips under ``work`` (made once, reused when present)."""
+def dataset(work: Path, videos: int, seed: int, buckets: tuple[str, ...] = ()) -> Path:
+    """Synthetic videos and their prepared clips under ``work`` (made once, reused when present); with
+    ``buckets``, the same videos prepared into those shapes."""
     from vidgen_ray.data.prepare import is_prepared, prepare
     from vidgen_ray.data.synth import generate
 
     synth, clips = work / f"synth_{videos}_{seed}", work / f"clips_{videos}_{seed}"
+    if buckets:
+        clips = work / f"clips_{videos}_{seed}_buckets_{'_'.join(buckets)}"
     if not is_prepared(str(clips)):
         if not (synth / "manifest.parquet").exists():
             generate(str(synth), videos=videos, seed=seed, broken=False)
-        prepare(data_config(str(synth)), str(clips))
+        prepare(data_config(str(synth), buckets), str(clips))
     return clips
 
 
@@ -185,6 +195,7 @@ def experiment(family: Family, clips: Path, runs: Path, steps: int, points: int,
         *([f"model.teacher_forcing_decay_steps={max(1, steps // 2)}"] if family.name == "rnn" else []),
         "train.val_every=0", "train.log_every=50", "train.num_samples=8", "train.schedule.warmup_steps=50",
         *family.sets, *extra,
+        *([f"data.buckets=[{','.join(family.buckets)}]"] if family.buckets else []),
     ]
     return load_experiment(family.preset, sets=sets)
 
@@ -443,8 +454,14 @@ def main(argv: list[str] | None = None) -> dict:
         family = FAMILIES[name]
         steps = args.steps.get(name) or args.steps.get("*") or (
             family.quick_steps if args.quick else max(2, int(family.steps * args.steps_scale)))
-        result["families"][name] = run_family(family, clips, runs, steps, args.points, real, scorer, trained.model,
+        source = dataset(work, videos, args.seed, family.buckets) if family.buckets else clips
+        result["families"][name] = run_family(family, source, runs, steps, args.points, real, scorer, trained.model,
                                               result["families"], work)
+        if family.buckets:  # what the bucketed set holds: clips per shape
+            from vidgen_ray.data.prepare import MARKER
+
+            marker = json.loads((source / MARKER).read_text())
+            result["families"][name]["clips_by_bucket"] = marker["summary"].get("clips_by_bucket")
         if args.json:  # after every family: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=1))

@@ -14,6 +14,12 @@ set (in that order, ``--repeats`` rounds), logging every step and writing sample
 prints each set's throughput against no trackers (W&B runs offline without an API key):
 
     python benchmarks/train_throughput.py --strategies ddp --trackers none,tensorboard,tensorboard+wandb --repeats 2
+
+``--buckets 16x32x32,16x24x32,8x24x32`` instead trains the first strategy twice on the same synthetic videos:
+prepared at the preset's one shape, and prepared into those buckets (``data.buckets``, one-shape batches sized
+to the same pixels), and prints samples/s, tokens/s, the padded share and each bucket's step time side by side:
+
+    python benchmarks/train_throughput.py --strategies ddp --buckets 16x32x32,16x24x32,8x24x32 --steps 60
 """
 
 from __future__ import annotations
@@ -34,16 +40,18 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def prepared_synthetic(root: Path, frames: int, size: int) -> str:
+def prepared_synthetic(root: Path, frames: int, size: int, buckets: tuple = ()) -> str:
     from vidgen_ray.data.config import DataConfig
     from vidgen_ray.data.prepare import prepare
     from vidgen_ray.data.synth import generate
 
-    generate(str(root / "synth"), videos=24, seed=0, broken=False)
-    cfg = DataConfig(source=str(root / "synth"))
+    if not (root / "synth" / "manifest.parquet").exists():
+        generate(str(root / "synth"), videos=24, seed=0, broken=False)
+    cfg = DataConfig(source=str(root / "synth"), buckets=buckets)
     cfg.clip.frames, cfg.clip.fps, cfg.clip.height, cfg.clip.width, cfg.clip.clips_per_video = frames, 8.0, size, size, 4
-    prepare(cfg, str(root / "clips"))
-    return str(root / "clips")
+    out = root / ("clips_buckets" if buckets else "clips")
+    prepare(cfg, str(out))
+    return str(out)
 
 
 def main() -> None:
@@ -58,6 +66,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--trackers", help="compare tracker sets on the first strategy, e.g. none,tensorboard,tensorboard+wandb")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the tracker comparison")
+    parser.add_argument("--buckets", help="compare one shape with these buckets (FxHxW,...) on the first strategy")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -87,12 +96,29 @@ def main() -> None:
         wall = time.perf_counter() - started
         m, state = result.metrics, read_meta(result.checkpoint.path)["state"]
         return {"samples_per_s": m["samples_per_s"], "data_wait_fraction": m["data_wait_fraction"],
+                "tokens_per_s": m["tokens_per_s"], "padded_token_share": m["padded_token_share"],
+                **{k: v for k, v in m.items() if k.startswith("step_time_s/")},
                 "step_time_s": m["step_time_s"], **({"mfu": m["mfu"]} if args.gpu else {}),
                 # the whole run as the user waits for it: start-up, steps, samples, their logging, uploads
                 "run_samples_per_s": state["samples_seen"] / wall, "wall_s": wall,
                 # the loop's steps alone (data wait, step, scalar logging; not start-up, samples, checkpoints)
                 "loop_samples_per_s": state["samples_seen"] / state["train_seconds"]}
 
+    if args.buckets:
+        strategy = args.strategies.split(",")[0]
+        shapes = tuple(tuple(int(v) for v in b.split("x")) for b in args.buckets.split(","))
+        bucket_data = prepared_synthetic(root, probe_cfg.model.frames, probe_cfg.model.height, shapes)
+        run(strategy, "bench-warmup")  # the first run of a fresh Ray instance is slow (see the trackers' note)
+        figures["buckets"] = {"shapes": args.buckets.split(","), "fixed": run(strategy, "bench-fixed"),
+                              "bucketed": run(strategy, "bench-buckets", f"data.source={bucket_data}",
+                                              f"data.buckets=[{args.buckets}]")}
+        print(f"\n{args.preset} on {strategy}, one shape against buckets {args.buckets} (last {args.steps // 2} steps)")
+        for name in ("fixed", "bucketed"):
+            f = figures["buckets"][name]
+            per = " ".join(f"{k.split('/', 1)[1]} {v:.2f}s" for k, v in f.items() if k.startswith("step_time_s/"))
+            print(f"{name:<10}{f['samples_per_s']:>8.2f} samples/s {f['tokens_per_s']:>9.0f} tokens/s  padded "
+                  f"{f['padded_token_share']:.3f}  {f['step_time_s']:.2f} s/step  {per}")
+        return _write(args.json, figures)
     if args.trackers:
         strategy = args.strategies.split(",")[0]
         variants = args.trackers.split(",")

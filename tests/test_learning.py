@@ -106,10 +106,11 @@ def test_learning_benchmark_writes_curves_for_every_family_and_a_tiny_dit_learns
     assert last["class_accuracy"] >= 0.375 and last["class_accuracy"] >= first["class_accuracy"] + 0.15, (first, last)
 
     out, png = tmp_path / "learning.json", tmp_path / "learning.png"
-    result = _benchmark().main([*common, "--families", "vae,dit-latent,gan,rnn", "--n", "8",
+    result = _benchmark().main([*common, "--families", "vae,dit-buckets,dit-latent,gan,rnn", "--n", "8",
                                 "--json", str(out), "--png", str(png)])
     saved = json.loads(out.read_text())
-    assert set(saved["families"]) == {"vae", "dit-latent", "gan", "rnn"} == set(result["families"])
+    assert set(saved["families"]) == {"vae", "dit-buckets", "dit-latent", "gan", "rnn"} == set(result["families"])
+    assert len(saved["families"]["dit-buckets"]["clips_by_bucket"]) >= 2  # trained on mixed shapes
     assert saved["fvd_floor"] > 0 and saved["fid_floor"] > 0 and saved["real_accuracy"] == learned["real_accuracy"]
     for name, family in saved["families"].items():
         steps = [point["step"] for point in family["curve"]]

@@ -294,6 +294,7 @@ def test_the_playground_plays_a_generated_video_and_shows_api_errors(dit_url, br
         ({"seed": "1"}, 422, "'seed'"),
         ({"frames": 9}, 422, "1..8"),
         ({"frames": 0}, 422, "'frames'"),
+        ({"height": 48}, 422, "not trained at 48x32"),
         ({"steps": 0}, 422, "'steps'"),
         ({"steps": 10_000}, 422, "'steps'"),
         ({"guidance": -1.0}, 422, "'guidance'"),
@@ -453,3 +454,17 @@ def test_benchmark_writes_json_and_png(serve_port, trained_checkpoints, tmp_path
     assert saved["overhead_ratio_c1"] == min(saved["grid"][0]["overhead_ratio"], saved["grid"][2]["overhead_ratio"])
     assert (tmp_path / "serve_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["json"] == str(tmp_path / "serve_latency.json")
+
+
+def test_the_sample_command_writes_a_video_under_generates_checks(trained_checkpoints, tmp_path, capsys):
+    from vidgen_ray.cli import main
+
+    out = tmp_path / "clip.npy"
+    args = ["sample", "--checkpoint", trained_checkpoints["dit-debug"], "--steps", "2"]
+    assert main([*args, "--seed", "3", "--frames", "4", "--out", str(out)]) == 0
+    video = np.load(out)
+    assert video.shape == (4, 32, 32, 3) and video.dtype == np.uint8
+    assert main([*args, "--seed", "3", "--frames", "4", "--out", str(tmp_path / "again.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "again.npy"), video)  # the seed decides the video
+    assert main([*args, "--height", "48", "--width", "48", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "not trained at 48x48" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()

@@ -5,6 +5,7 @@
     vidgen-ray data prepare ./outputs/synth --out ./outputs/clips --frames 8 --fps 8 --size 32x32
     vidgen-ray models [--json]
     vidgen-ray train --preset gan-debug --data ./outputs/synth --set train.max_steps=50
+    vidgen-ray sample --checkpoint ./outputs/runs/demo/checkpoint_000000500 --class 2 --seed 7 --out video.mp4
     vidgen-ray demo
 
 Every subcommand that touches Ray connects to ``RAY_ADDRESS`` when set (``ray job submit`` sets it)
@@ -183,6 +184,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """One video from a checkpoint without Serve: the same request checks and defaults as ``POST /generate``
+    (``serve/engine.py``), so a request that works here works there and fails with the same message."""
+    from pathlib import Path
+
+    from vidgen_ray.serve.config import ServeConfig
+    from vidgen_ray.serve.engine import Engine
+    from vidgen_ray.serve.schema import GenerateRequest, RequestError
+
+    import torch
+
+    fmt = "npy" if args.out.endswith(".npy") else "mp4"
+    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    fields = {"class": args.label, "caption": args.caption, "seed": args.seed, "frames": args.frames,
+              "height": args.height, "width": args.width, "steps": args.steps, "guidance": args.guidance}
+    engine = Engine(ServeConfig(checkpoint=args.checkpoint, use_ema=not args.no_ema, device=args.device,
+                                num_gpus=1 if gpu else 0))
+    try:
+        job = engine.validate(GenerateRequest(**{k: v for k, v in fields.items() if v is not None}, format=fmt))
+    except RequestError as exc:
+        print(f"vidgen-ray sample: {exc.message}", file=sys.stderr)
+        return 2
+    (out,) = engine.run([job])
+    if out.error:
+        print(f"vidgen-ray sample: {out.error}", file=sys.stderr)
+        return 1
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(out.body)
+    shape = "x".join(map(str, job.shape))
+    print(f"{args.out}: {job.frames} frames of the {shape} shape, seed {job.seed} ({engine.card.name}, step {engine.card.step})")
+    return 0
+
+
 def cmd_classifier(args: argparse.Namespace) -> int:
     from vidgen_ray.evaluate.classifier import ClassifierConfig, save_classifier, train_classifier
     from vidgen_ray.evaluate.labelled import adopt_prepared_spec, labelled_clips
@@ -287,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any EvalConfig field, e.g. --set num_actors=4 --set image_frames_per_video=4")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local instance)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="one video from a checkpoint, with POST /generate's options, without Serve")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or URI (s3:// works)")
+    p.add_argument("--out", required=True, help="video.mp4 (H.264) or video.npy (uint8 [T, H, W, C])")
+    p.add_argument("--class", dest="label", type=int, help="class index (class-conditional models)")
+    p.add_argument("--caption", help="text (caption-conditional models)")
+    p.add_argument("--seed", type=int, help="the same seed gives the same video (default: a random one)")
+    p.add_argument("--frames", type=int, help="keep the first N frames")
+    p.add_argument("--height", type=int, help="a trained shape's height (models trained on data.buckets)")
+    p.add_argument("--width", type=int, help="a trained shape's width")
+    p.add_argument("--steps", type=int, help="sampling steps (transformer)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (transformer)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--no-ema", action="store_true", help="the raw weights instead of their moving average")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("classifier", help="train the motion classifier that class_accuracy uses, on a labelled dataset")
     p.add_argument("src", help="labelled videos or a prepared dataset (train split: training, test/val: accuracy)")

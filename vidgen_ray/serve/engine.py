@@ -52,6 +52,7 @@ class ModelCard:
     default_steps: int | None  # None: the family has no sampling steps
     default_guidance: float | None  # None: the family has no guidance
     needs_context: bool  # a predictor: it continues given frames instead of generating from noise
+    shapes: list  # [frames, height, width] it was trained at and samples at: its buckets, else its own shape
     step: int  # training step of the checkpoint
     device: str
     parameters: int
@@ -71,11 +72,12 @@ class Job:
     steps: int | None
     guidance: float | None
     format: str
+    shape: tuple[int, int, int] = (0, 0, 0)  # (frames, height, width) sampled; the first ``frames`` are kept
 
     @property
-    def options(self) -> tuple[int | None, float | None]:
+    def options(self) -> tuple:
         """Requests with equal options can share one ``model.sample`` call."""
-        return (self.steps, self.guidance)
+        return (self.steps, self.guidance, self.shape)
 
 
 @dataclass
@@ -86,6 +88,14 @@ class Output:
     media_type: str = ""
     headers: dict[str, str] | None = None
     error: str | None = None
+
+
+def _trained_shapes(experiment) -> list[list[int]]:
+    """What a checkpoint samples at: its data.buckets (the model's own shape first), or the model's shape."""
+    m = experiment.model
+    own = [m.frames, m.height, m.width]
+    buckets = [[b.frames, b.height, b.width] for b in experiment.data.bucket_shapes]
+    return [own] + [b for b in buckets if b != own]
 
 
 def pick_device(config: ServeConfig) -> torch.device:
@@ -129,6 +139,7 @@ class Engine:
             default_steps=conditioning.default_steps,
             default_guidance=conditioning.default_guidance,
             needs_context=conditioning.context_frames > 0,
+            shapes=_trained_shapes(experiment),
             step=int(meta.get("state", {}).get("step", 0)),
             device=str(self.device),
             parameters=sum(count_parameters(p) for p in self.model.parts().values()),
@@ -168,11 +179,7 @@ class Engine:
             seed = secrets.randbelow(limits.max_seed + 1)
         elif not 0 <= seed <= limits.max_seed:
             raise RequestError(422, f"'seed' {seed} must be in 0..{limits.max_seed}")
-        max_frames = min(card.frames, limits.max_frames)
-        frames = max_frames if request.frames is None else request.frames
-        if not 1 <= frames <= max_frames:
-            raise RequestError(422, f"'frames' {frames} must be in 1..{max_frames}: {card.name} makes clips of "
-                                    f"{card.frames} frames and a request may ask for the first N of them")
+        shape, frames = self._shape(request)
         steps = self._option("steps", request.steps, card.default_steps)
         if steps is not None and not 1 <= steps <= limits.max_steps:
             raise RequestError(422, f"'steps' {steps} must be in 1..{limits.max_steps}")
@@ -181,7 +188,30 @@ class Engine:
             raise RequestError(422, f"'guidance' {guidance} must be in 0..{limits.max_guidance} (1 = no guidance)")
         if request.format == "mp4" and card.channels != 3:
             raise RequestError(422, f"mp4 needs 3 channels, {card.name} makes {card.channels}; ask for format 'npy'")
-        return Job(seed, request.label, request.caption, frames, steps, guidance, request.format)
+        return Job(seed, request.label, request.caption, frames, steps, guidance, request.format, shape)
+
+    def _shape(self, request: GenerateRequest) -> tuple[tuple[int, int, int], int]:
+        """(the trained shape to sample at, frames to keep): the requested size (default: the model's), its
+        shape with the fewest frames that holds the requested ones (default: the model's clip, or that size's
+        longest)."""
+        card, limits = self.card, self.config.limits
+        height = card.height if request.height is None else request.height
+        width = card.width if request.width is None else request.width
+        sized = sorted(tuple(s) for s in card.shapes if (s[1], s[2]) == (height, width))
+        if not sized:
+            trained = ", ".join("x".join(map(str, s)) for s in card.shapes)
+            raise RequestError(422, f"{card.name} was not trained at {height}x{width} (height x width); its shapes "
+                                    f"(frames x height x width): {trained}")
+        if request.frames is None:
+            own = (card.frames, card.height, card.width)
+            shape = own if own in sized else sized[-1]
+            return shape, min(shape[0], limits.max_frames)
+        max_frames = min(sized[-1][0], limits.max_frames)
+        if not 1 <= request.frames <= max_frames:
+            raise RequestError(422, f"'frames' {request.frames} must be in 1..{max_frames}: {card.name} makes clips of "
+                                    f"{'/'.join(str(s[0]) for s in sized)} frames at {height}x{width} and a request "
+                                    "may ask for the first N of them")
+        return next(s for s in sized if s[0] >= request.frames), request.frames
 
     def _option(self, name: str, value, default):
         if default is None:
@@ -237,8 +267,10 @@ class Engine:
         if card.num_classes and any(job.label is not None for job in group):
             labels = torch.tensor([self._label(job) for job in group], dtype=torch.long)
         captions = [job.caption or "" for job in group] if card.caption else None
-        steps, guidance = group[0].options
+        steps, guidance, shape = group[0].options
         options = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+        if shape != (card.frames, card.height, card.width):  # another trained bucket (the DiT samples any grid)
+            options.update(frames=shape[0], height=shape[1], width=shape[2])
         with torch.inference_mode():
             video = self.model.sample(len(group), seed=group[0].seed, labels=labels, captions=captions, **options)
         return to_uint8(video).cpu().numpy()

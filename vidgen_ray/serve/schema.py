@@ -5,6 +5,10 @@ Two layers of checks: pydantic takes the shape (known fields only, strict JSON t
 (class range, caption support, frame count, sampling options it has).
 
     {"class": 3, "caption": "a red ball", "seed": 7, "frames": 8, "steps": 8, "guidance": 2.0, "format": "mp4"}
+
+A model trained on buckets of shapes (``data.buckets``) samples at any of them: ``height`` and ``width`` pick
+the bucket's size and ``frames`` the first N frames of its longest clip of that size that holds N (``GET
+/metadata`` lists ``shapes``); another size is a 422.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(default=None,
                              description="the same seed gives the same video; the server picks one if absent")
     frames: int | None = Field(default=None, description="first N frames of the model's clip (default: all)")
+    height: int | None = Field(default=None, description="a trained shape's height (default: the model's)")
+    width: int | None = Field(default=None, description="a trained shape's width (default: the model's)")
     steps: int | None = Field(default=None, description="sampling steps (transformer)")
     guidance: float | None = Field(default=None, description="classifier-free guidance scale, 1 = none (transformer)")
     format: OutputFormat = Field(default="mp4", description="mp4 (H.264) or npy (uint8 [T, H, W, C])")
