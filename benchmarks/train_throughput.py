@@ -15,11 +15,11 @@ prints each set's throughput against no trackers (W&B runs offline without an AP
 
     python benchmarks/train_throughput.py --strategies ddp --trackers none,tensorboard,tensorboard+wandb --repeats 2
 
-``--buckets 16x32x32,16x24x32,8x24x32`` instead trains the first strategy twice on the same synthetic videos:
+``--buckets 8x32x32,16x32x32,16x24x32,8x24x32`` (the preset's own shape among them) instead trains the first strategy twice on the same synthetic videos:
 prepared at the preset's one shape, and prepared into those buckets (``data.buckets``, one-shape batches sized
 to the same pixels), and prints samples/s, tokens/s, the padded share and each bucket's step time side by side:
 
-    python benchmarks/train_throughput.py --strategies ddp --buckets 16x32x32,16x24x32,8x24x32 --steps 60
+    python benchmarks/train_throughput.py --strategies ddp --buckets 8x32x32,16x32x32,16x24x32,8x24x32 --steps 40
 """
 
 from __future__ import annotations

@@ -69,3 +69,25 @@ def test_a_mixed_stream_comes_out_in_one_shape_batches():
     assert batches[1]["items"].tolist() == [0, 2] and batches[1]["video"][1].float().mean() == 2
     kept = list(bucket_batches(_Shard(stream), 2, cfg, drop_last=False))
     assert [b["bucket"] for b in kept] == [1, 0, 1, 0] and kept[-1]["items"].tolist() == [4]  # the partial one last
+
+
+def test_a_bucketed_run_plans_its_steps_from_the_clips_its_batches_hold():
+    from vidgen_ray.config import load_experiment
+    from vidgen_ray.data.pipeline import Units
+    from vidgen_ray.train.run import clips_per_micro_batch, make_plan
+
+    cfg = load_experiment("dit-debug", sets=["data.source=/unused", "train.batch_size=4", "parallel.num_workers=2",
+                                             "train.max_steps=100", "data.clip.frames=8",
+                                             "data.buckets=[8x32x32,16x32x32]"])
+    # 60 videos of 2 clips: 40 in the reference bucket (batches of 4), 80 clips in 16x32x32 (batches of 2).
+    rows = [{"bucket": 0 if i < 20 else 1, "clips": 2} for i in range(60)]
+    units = Units("video", rows, 2.0)
+    per_micro = clips_per_micro_batch(cfg, units)
+    assert per_micro == pytest.approx(120 / (40 / 4 + 80 / 2))  # 2.4 clips a micro-batch, not 4
+    plan = make_plan(cfg, units, per_micro)
+    assert plan.global_batch == 8 and plan.steps_per_epoch == int(120 // (2.4 * 2))
+    # 100 steps x 4.8 clips = 480 clips = 4 epochs, + 1 for the split's remainder, + 1 for partial bucket batches
+    assert plan.epochs == 6
+    prepared = Units("shard", [{"uri": "x", "rows": 120}], 120.0)
+    meta = {"summary": {"clips_by_bucket": {"8x32x32": 40, "16x32x32": 80}}}
+    assert clips_per_micro_batch(cfg, prepared, meta) == pytest.approx(per_micro)

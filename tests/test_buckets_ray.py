@@ -61,7 +61,6 @@ def test_a_dit_trains_on_mixed_shapes_in_one_shape_batches(ray_session, synth_di
     result = train(cfg)
     state = read_meta(result.checkpoint.path)["state"]
     assert state["step"] == 6 and 0 < result.metrics["val_loss"] < 1e3
-    assert result.metrics["padded_token_share"] == 0
     # Every step logged (train.log_every=1) its step time under the bucket its batches had: several shapes ran.
     events = tracker_files.tensorboard(tmp_path / "dit-buckets" / "tensorboard")
     per_bucket = {tag.removeprefix("perf/step_time_s/") for tag in events.Tags()["scalars"] if tag.startswith("perf/step_time_s/")}

@@ -161,12 +161,34 @@ def _train_worker(rank: int, world: int, port: int, strategy: str, sp: int, read
     held.append(_held_out_loss(model))
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    from vidgen_ray.train import checkpoint as ckpt
+
+    # Every layout writes the resharding checkpoint (a DCP collective); the test loads one on a single process.
+    ckpt.save(Path(directory) / f"ckpt-{strategy}-{world}-{sp}", parts, None, "model", ckpt.TrainState(step=STEPS), {})
+
     weights = get_model_state_dict(parts["model"].raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
         torch.save({k: v.detach().clone() for k, v in weights.items()}, Path(directory) / f"{strategy}-{world}-{sp}.pt")
     results.put({"rank": rank, "losses": losses, "held": held})
     if world > 1:
         dist.destroy_process_group()
+
+
+def _load_worker(rank: int, world: int, port: int, written: str, results) -> None:
+    """One process, no SP: load a checkpoint a sequence-parallel group wrote, save its whole weights beside it."""
+    torch.set_num_threads(1)
+    from vidgen_ray.models.registry import build_model
+    from vidgen_ray.train import checkpoint as ckpt
+    from vidgen_ray.train.config import ParallelConfig, TrainConfig
+    from vidgen_ray.train.parallelize import parallelize
+
+    torch.manual_seed(12345)  # other initial weights: everything must come from the checkpoint
+    model = build_model(_config())
+    parts = parallelize(model, ParallelConfig(strategy="none", num_workers=1), TrainConfig(batch_size=MICRO),
+                        torch.device("cpu"), total_steps=STEPS)
+    state = ckpt.load(written, parts, None)
+    torch.save({k: v.detach().clone() for k, v in parts["model"].raw.state_dict().items()}, Path(written) / "loaded.pt")
+    results.put({"step": state.step})
 
 
 def _run(world: int, strategy: str, sp: int, reads: int, directory: Path) -> tuple[list[float], dict, list[float]]:
@@ -196,6 +218,15 @@ def test_sequence_parallel_training_steps_like_data_parallel(tmp_path):
     sp2dp2, w_sp2dp2, _ = _run(4, "fsdp2", 2, 1, tmp_path)  # SP 2 x DP 2 on a 2-D mesh
     assert max(abs(a - b) for a, b in zip(dp2_wide, sp2dp2)) < 1e-4, (dp2_wide, sp2dp2)
     assert _max_diff(w_sp2dp2, w_dp2_wide) < WEIGHT_TOL, _max_diff(w_sp2dp2, w_dp2_wide)
+    # DDP over the mesh's "dp" groups (its process_group), the same steps again.
+    ddp_sp2dp2, w_ddp_sp2dp2, _ = _run(4, "ddp", 2, 1, tmp_path)
+    assert max(abs(a - b) for a, b in zip(dp2_wide, ddp_sp2dp2)) < 1e-4, (dp2_wide, ddp_sp2dp2)
+    assert _max_diff(w_ddp_sp2dp2, w_dp2_wide) < WEIGHT_TOL
+    # The 2-D mesh's FSDP2 checkpoint (SP peers hold the same shards) loads whole on one process.
+    written = tmp_path / "ckpt-fsdp2-4-2"
+    assert run_group(_load_worker, 1, str(written)) == [{"step": STEPS}]
+    loaded = torch.load(written / "loaded.pt")
+    assert max(float((loaded[k] - w_sp2dp2[k]).abs().max()) for k in w_sp2dp2) == 0.0
 
     # SP 1 x DP 2 on the same global batches draws other noise: judged on fixed held-out clips and noise.
     _, _, held_dp2 = _run(2, "ddp", 1, 1, tmp_path)

@@ -57,6 +57,10 @@ class ExperimentConfig:
         if m.family != "dit":
             raise ValueError(f"data.buckets trains one model at several clip shapes; the {m.family} family has one "
                              "fixed shape: use a dit preset or drop data.buckets")
+        reference = (self.data.clip.frames, self.data.clip.height, self.data.clip.width)
+        if reference not in [(b.frames, b.height, b.width) for b in buckets]:
+            raise ValueError(f"data.buckets must include data.clip's shape {'x'.join(map(str, reference))} (the model's "
+                             "own: its samples during training, its default when served, its evaluation); add it")
         if m.pos_embed != "sincos":
             raise ValueError("data.buckets needs model.pos_embed=sincos (learned positions exist for one grid only)")
         if self.parallel.sequence_parallel > 1:

@@ -417,11 +417,32 @@ class ClipCollate(NumpyBatchCollateFn):
         }
 
 
+def row_video(row: dict) -> np.ndarray:
+    """A clip-stream row's uint8 [T, H, W, C]: bucketed rows hold bytes + shape, the others the array."""
+    if "shape" in row:
+        return np.frombuffer(row["video"], np.uint8).reshape(*(int(n) for n in row["shape"]), 3)
+    return row["video"]
+
+
+def reference_rows(rows: list[dict], cfg: DataConfig) -> list[dict]:
+    """Rows as arrays of ``data.clip``'s shape, for what compares clips of one shape (evaluation, the motion
+    classifier): a bucketed stream's rows of other sizes are left out, longer ones cut to the first frames."""
+    if not cfg.bucket_shapes:
+        return rows
+    want = (cfg.clip.frames, cfg.clip.height, cfg.clip.width)
+    out = []
+    for r in rows:
+        video = row_video(r)
+        if video.shape[1:3] == want[1:] and video.shape[0] >= want[0]:
+            out.append({**{k: v for k, v in r.items() if k != "shape"}, "video": video[: want[0]]})
+    return out
+
+
 def _bucket_batch(rows: list[dict], bucket: int) -> dict:
     """One-shape rows (bytes + shape) -> the batch ``ClipCollate`` makes, plus its ``bucket``."""
     import torch
 
-    video = np.stack([np.frombuffer(r["video"], np.uint8).reshape(*(int(n) for n in r["shape"]), 3) for r in rows])
+    video = np.stack([row_video(r) for r in rows])
     items = np.asarray([r["item"] for r in rows], dtype=np.int64)
     return {
         "video": torch.from_numpy(video),

@@ -265,9 +265,10 @@ def load_prepared(uri: str, cfg: DataConfig) -> tuple[dict[str, Units], dict]:
             f"set data.clip to match, or prepare the data again with the new clip spec"
         )
     buckets = [[b.frames, b.height, b.width] for b in cfg.bucket_shapes]
-    if marker.get("buckets", []) != buckets:
-        raise ConfigError(f"{uri} was prepared with data.buckets {marker.get('buckets', [])} and the run asks for "
-                          f"{buckets}: set data.buckets to match, or prepare the data again")
+    if marker.get("buckets", []) != buckets or (buckets and marker.get("bucket_max_upscale") != cfg.bucket_max_upscale):
+        raise ConfigError(f"{uri} was prepared with data.buckets {marker.get('buckets', [])} (max upscale "
+                          f"{marker.get('bucket_max_upscale')}) and the run asks for {buckets} (max upscale "
+                          f"{cfg.bucket_max_upscale}): set them to match, or prepare the data again")
     units = {}
     for split in SPLITS:
         shards, _, _ = _shard_counts(storage.join(uri, split))
@@ -282,8 +283,9 @@ def cache_key(cfg: DataConfig, rows: list[dict]) -> str:
     relevant = {
         "format": FORMAT_VERSION,
         "clip": to_dict(cfg.clip),
-        "buckets": [str(b) for b in cfg.bucket_shapes],
-        "bucket_max_upscale": cfg.bucket_max_upscale,
+        # Only when set: a run without buckets keeps the key (and the cache) it had before they existed.
+        **({"buckets": [str(b) for b in cfg.bucket_shapes], "bucket_max_upscale": cfg.bucket_max_upscale}
+           if cfg.bucket_shapes else {}),
         "clean": to_dict(cfg.clean),
         "split": to_dict(cfg.split),
         "extra": cfg.augment.extra_frames(cfg.clip.frames),

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from vidgen_ray.data.normalize import Normalizer
-from vidgen_ray.data.pipeline import clip_stream
-from vidgen_ray.data.prepare import training_units
+from vidgen_ray.data.config import BucketRule
+from vidgen_ray.data.pipeline import clip_stream, reference_rows
+from vidgen_ray.data.prepare import is_prepared, training_units
 from vidgen_ray.evaluate.config import EvalConfig
 from vidgen_ray.evaluate.fvd import CLIP_FRAMES
 from vidgen_ray.evaluate.latency import measure_latency
@@ -40,6 +41,9 @@ def real_clips(experiment, data: str | None, num_videos: int) -> list[dict]:
     if data:
         data_cfg.source = data
     data_cfg.cache = None if data else data_cfg.cache
+    if data_cfg.bucket_shapes and not is_prepared(data_cfg.source) and not data_cfg.cache:
+        # A bucketed run's raw videos: decode every one at the model's own shape (data.clip) to compare with.
+        data_cfg.buckets, data_cfg.bucket_rule = (), BucketRule()
     units, _ = training_units(data_cfg)
     split = next((s for s in ("test", "val", "train") if len(units[s])), None)
     if split is None:
@@ -47,7 +51,8 @@ def real_clips(experiment, data: str | None, num_videos: int) -> list[dict]:
     if split == "train":
         log.warning("test and val splits are empty: evaluating against train clips (optimistic numbers)")
     # "val" mode: evenly spaced windows, no augmentation, whatever split the clips come from.
-    rows = clip_stream(units[split], data_cfg, "val").take(num_videos)
+    # A prepared bucketed set: the clips of the model's own shape (the others cannot stand beside its samples).
+    rows = reference_rows(clip_stream(units[split], data_cfg, "val").take(num_videos), data_cfg)
     if len(rows) < num_videos:
         log.warning("only %d real clips available in the %s split (asked for %d)", len(rows), split, num_videos)
     return rows

@@ -15,7 +15,7 @@ import numpy as np
 
 from vidgen_ray import storage
 from vidgen_ray.data.config import DataConfig
-from vidgen_ray.data.pipeline import clip_stream
+from vidgen_ray.data.pipeline import clip_stream, reference_rows
 from vidgen_ray.data.prepare import MARKER, is_prepared, training_units
 
 
@@ -58,7 +58,7 @@ def labelled_clips(cfg: DataConfig, split: str, limit: int | None = None, missin
                                  np.zeros(0, object), names)
         raise ValueError(f"the {split} split of {cfg.source} is empty; check the probe report or data.split")
     ds = clip_stream(units[split], cfg, "val")  # "val" mode: even windows, no augmentation, in order
-    rows = ds.take(limit) if limit else ds.take_all()
+    rows = reference_rows(ds.take(limit) if limit else ds.take_all(), cfg)  # bucketed: data.clip's shape only
     return LabelledClips(
         np.stack([r["video"] for r in rows]),
         np.array([int(r["label"]) for r in rows], dtype=np.int64),

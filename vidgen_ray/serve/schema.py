@@ -7,8 +7,9 @@ Two layers of checks: pydantic takes the shape (known fields only, strict JSON t
     {"class": 3, "caption": "a red ball", "seed": 7, "frames": 8, "steps": 8, "guidance": 2.0, "format": "mp4"}
 
 A model trained on buckets of shapes (``data.buckets``) samples at any of them: ``height`` and ``width`` pick
-the bucket's size and ``frames`` the first N frames of its longest clip of that size that holds N (``GET
-/metadata`` lists ``shapes``); another size is a 422.
+the bucket's size and ``frames`` the first N frames of the shortest trained clip of that size that holds N
+(without ``frames``: the model's own clip, or that size's longest; ``GET /metadata`` lists ``shapes``);
+another size is a 422.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class GenerateRequest(BaseModel):
     caption: str | None = Field(default=None, description="text for caption-conditional models")
     seed: int | None = Field(default=None,
                              description="the same seed gives the same video; the server picks one if absent")
-    frames: int | None = Field(default=None, description="first N frames of the model's clip (default: all)")
+    frames: int | None = Field(default=None, description="first N frames of the clip (default: all of the model's "
+                                                         "own, or of the longest trained one at the size asked for)")
     height: int | None = Field(default=None, description="a trained shape's height (default: the model's)")
     width: int | None = Field(default=None, description="a trained shape's width (default: the model's)")
     steps: int | None = Field(default=None, description="sampling steps (transformer)")

@@ -101,13 +101,20 @@ def save(directory: str | Path, parts: dict[str, Part], ema: EMA | None, ema_par
 # --- loading -----------------------------------------------------------------------------------------
 
 
+def rng_rank(rank: int, sp: int) -> int:
+    """Whose saved RNG state ``rank`` restores: its own, or with sequence parallelism its group's first rank's,
+    so the ranks of a group (consecutive ranks) draw alike even from a checkpoint of another layout."""
+    return rank - rank % sp
+
+
 def load(directory: str | Path, parts: dict[str, Part], ema: EMA | None) -> TrainState:
     """Restore everything ``save`` wrote into the live parts. A rank the writer did not have (a
     larger world) finds no RNG state of its own and keeps the seeding the loop gave it."""
     directory = Path(directory)
     meta = read_meta(str(directory))
-    next(iter(parts.values())).strategy.load(directory, parts, ema, meta)
-    rng_file = directory / "rng" / f"rank{_rank()}.pt"
+    strategy = next(iter(parts.values())).strategy
+    strategy.load(directory, parts, ema, meta)
+    rng_file = directory / "rng" / f"rank{rng_rank(_rank(), strategy.mesh.sp)}.pt"
     if rng_file.exists():
         rng = torch.load(rng_file, map_location="cpu", weights_only=False)
         random.setstate(rng["python"])

@@ -163,6 +163,9 @@ class ParallelConfig:
         if self.sequence_parallel > 1 and self.elastic:
             raise ValueError("sequence parallelism needs a fixed group (its groups of parallel.sequence_parallel ranks "
                              "are laid out when the run starts); set a fixed parallel.num_workers")
+        if self.sequence_parallel > 1 and self.fsdp_cpu_offload:
+            raise ValueError("parallel.sequence_parallel > 1 sums gradients over its group on the device; with "
+                             "parallel.fsdp_cpu_offload they live on the CPU: use one or the other")
         if self.sequence_parallel > 1 and self.strategy == "deepspeed":
             raise ValueError("parallel.sequence_parallel > 1 runs with parallel.strategy=none, ddp or fsdp2 "
                              "(DeepSpeed's engine reduces gradients itself, over every rank)")

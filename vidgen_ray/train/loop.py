@@ -193,7 +193,7 @@ def train_loop_per_worker(config: dict) -> None:
     if restored is not None:
         with restored.as_directory() as d:
             state = ckpt.load(d, parts, ema)
-            rng_restored = (Path(d) / "rng" / f"rank{rank}.pt").exists()
+            rng_restored = (Path(d) / "rng" / f"rank{ckpt.rng_rank(rank, mesh.sp)}.pt").exists()
         state.resumes += 1
         if rank == 0:
             log.info("resumed from %s at step %d (epoch %d, item %d)", restored.path, state.step, state.epoch, state.items_consumed)
@@ -367,6 +367,7 @@ def train_loop_per_worker(config: dict) -> None:
             if (validate_now or checkpoint_now) and state.step < plan.total_steps:
                 report(validate_now, checkpoint_now)
             clock = time.perf_counter()  # sampling, validation and checkpoints are not training time
+            telemetry.mark()  # nor any bucket's step time
         if not stop_reason and state.step < plan.total_steps and rank == 0:
             log.info("the train stream ended at step %d of %d", state.step, plan.total_steps)
         # The final checkpoint (validation too unless it just ran at this very step, as on an early stop).

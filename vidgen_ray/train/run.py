@@ -18,7 +18,7 @@ from vidgen_ray import preflight, storage, tracking
 from vidgen_ray.config import ExperimentConfig
 from vidgen_ray.configs import ConfigError
 from vidgen_ray.data.normalize import Normalizer, channel_stats
-from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context
+from vidgen_ray.data.pipeline import Units, clip_stream, configure_data_context, row_video
 from vidgen_ray.data.prepare import training_units
 from vidgen_ray.runtime import get_logger, init_ray
 from vidgen_ray.checkpoints import read_meta, registered_checkpoint
@@ -27,26 +27,56 @@ from vidgen_ray.train.loop import RunPlan, train_loop_per_worker
 log = get_logger("train.run")
 
 
-def make_plan(cfg: ExperimentConfig, train_units: Units) -> RunPlan:
+def clips_per_micro_batch(cfg: ExperimentConfig, train_units: Units, meta: dict | None = None) -> float:
+    """Clips a micro-batch holds on average: ``train.batch_size``, or with buckets each bucket's batch size
+    weighted by the batches its clips make (from the units' buckets, or a prepared set's clip counts)."""
+    from collections import Counter
+
+    from vidgen_ray.data.buckets import Bucket, batch_sizes
+
+    buckets = cfg.data.bucket_shapes
+    if not buckets:
+        return float(cfg.train.batch_size)
+    clip = cfg.data.clip
+    sizes = dict(zip(map(str, buckets), batch_sizes(buckets, cfg.train.batch_size, Bucket(clip.frames, clip.height, clip.width))))
+    counts: Counter = Counter()
+    if train_units.kind == "video":
+        for r in train_units.rows:
+            counts[str(buckets[int(r["bucket"])])] += int(r.get("clips") or train_units.clips_per_unit)
+    else:
+        counts.update((meta or {}).get("summary", {}).get("clips_by_bucket") or {})
+    if not counts:  # unknown: the largest batch, which uses the stream up fastest
+        return float(max(sizes.values()))
+    return sum(counts.values()) / sum(n / sizes[b] for b, n in counts.items())
+
+
+def make_plan(cfg: ExperimentConfig, train_units: Units, clips_per_micro: float | None = None) -> RunPlan:
+    """Steps and stream epochs. ``clips_per_micro`` (``clips_per_micro_batch``): what a micro-batch holds on
+    average where buckets size it; the global batch counts micro-batches of ``train.batch_size``."""
     t = cfg.train
     global_batch = t.batch_size * cfg.parallel.num_workers * t.grad_accum
+    clips_per_step = (clips_per_micro or t.batch_size) * cfg.parallel.num_workers * t.grad_accum
     clips_per_epoch = len(train_units) * train_units.clips_per_unit
-    steps_per_epoch = int(clips_per_epoch // global_batch)
+    steps_per_epoch = int(clips_per_epoch // clips_per_step)
     if steps_per_epoch < 1:
         raise ConfigError(
             f"the train split holds {clips_per_epoch:.0f} clips but one step needs {global_batch} "
             f"(batch {t.batch_size} x {cfg.parallel.num_workers} workers x accum {t.grad_accum}); "
             f"lower train.batch_size, raise data.clip.clips_per_video, or add videos"
         )
+    # Buckets: ranks fill batches of different sizes from their shards and drop partial ones at the end.
+    slack = 1 if cfg.data.bucket_shapes else 0
     if t.max_steps:
         total = t.max_steps
-        epochs = math.ceil(total * global_batch / clips_per_epoch) + 1  # +1: slack for the equal split's remainder
+        # +1: slack for the equal split's remainder
+        epochs = math.ceil(total * clips_per_step / clips_per_epoch) + 1 + slack
     else:
-        total = int(t.epochs * clips_per_epoch // global_batch)
+        total = int(t.epochs * clips_per_epoch // clips_per_step)
         # An elastic group of a size that does not divide the step's micro-batches shares them unevenly
         # (train/batches.micro_batches): a rank may need one more than its equal shard holds at the end.
-        epochs = t.epochs + (1 if cfg.parallel.elastic else 0)
-    plan = RunPlan(total, epochs, steps_per_epoch, global_batch, global_batch / train_units.clips_per_unit, train_units.clips_per_unit)
+        epochs = t.epochs + (1 if cfg.parallel.elastic else 0) + slack
+    plan = RunPlan(total, epochs, steps_per_epoch, global_batch, clips_per_step / train_units.clips_per_unit,
+                   train_units.clips_per_unit)
     assert plan.total_steps >= 1 and plan.epochs >= 1
     log.info("plan: %d steps, %d epoch(s) in the stream, %d steps/epoch, global batch %d, %.1f clips per unit",
              plan.total_steps, plan.epochs, plan.steps_per_epoch, plan.global_batch, plan.clips_per_item)
@@ -96,7 +126,7 @@ def normalizer_for(cfg: ExperimentConfig, units: dict[str, Units], meta: dict) -
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None:
         rows = clip_stream(units["train"], cfg.data, "train", augment=False, decode_cpus=1).take(cfg.data.stats_clips)
-        mean, std = channel_stats([r["video"] for r in rows])
+        mean, std = channel_stats([row_video(r) for r in rows])
     log.info("per-channel mean %s std %s (train split)", [round(m, 4) for m in mean], [round(s, 4) for s in std])
     return Normalizer("mean_std", tuple(mean), tuple(std))
 
@@ -109,7 +139,7 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
 
     configure_data_context()  # the Trainer captures the DataContext when it is created
     units, meta = training_units(cfg.data)
-    plan = make_plan(cfg, units["train"])
+    plan = make_plan(cfg, units["train"], clips_per_micro_batch(cfg, units["train"], meta))
     normalizer = normalizer_for(cfg, units, meta)
     datasets = {"train": TrainStream(units["train"], cfg, plan.epochs, cfg.data.decode_workers or None)}
     if len(units["val"]):

@@ -57,9 +57,9 @@ class Interval:
     steps: int = 0
     work: float = 0.0  # samples in reference-shape clips: a bucketed clip counts its pixels / the reference's
     frames: int = 0
-    padded: float = 0.0  # of ``work``: padding (0 while every batch holds one shape)
     bucket_time: dict = field(default_factory=dict)  # bucket -> [seconds, steps]
-    last_step: float = field(default_factory=time.perf_counter)
+    last_step: float = field(default_factory=time.perf_counter)  # end of the last step (or of a report)
+    wait_mark: float = 0.0  # data_wait at that moment
 
     def elapsed(self) -> float:
         return max(1e-9, time.perf_counter() - self.started)
@@ -100,23 +100,24 @@ class Telemetry:
     def waited(self, seconds: float) -> None:
         self.interval.data_wait += seconds
 
-    def stepped(self, samples: int, work: float | None = None, frames: int | None = None, bucket: str = "",
-                padded: float = 0.0) -> None:
+    def stepped(self, samples: int, work: float | None = None, frames: int | None = None, bucket: str = "") -> None:
         """One optimizer step over ``samples`` clips (per rank, of the global batch). Bucketed runs also give
-        the clips' ``work`` in reference clips (tokens and FLOPs scale with pixels), their ``frames``, the
-        ``bucket`` the step's micro-batches shared (its step time is reported apart) and ``padded`` work."""
+        the clips' ``work`` in reference clips (tokens and FLOPs scale with pixels), their ``frames`` and the
+        ``bucket`` the step's micro-batches shared: its step time, less the wait for data, is reported apart."""
         iv = self.interval
         iv.samples += samples
         iv.work += samples if work is None else work
         iv.frames += samples * self.frames_per_sample if frames is None else frames
-        iv.padded += padded
         iv.steps += 1
-        now = time.perf_counter()
         if bucket:
             spent = iv.bucket_time.setdefault(bucket, [0.0, 0])
-            spent[0] += now - iv.last_step
+            spent[0] += time.perf_counter() - iv.last_step - (iv.data_wait - iv.wait_mark)
             spent[1] += 1
-        iv.last_step = now
+        self.mark()
+
+    def mark(self) -> None:
+        """Where the next step's time starts: after a step, and after what is not a step (a report, samples)."""
+        self.interval.last_step, self.interval.wait_mark = time.perf_counter(), self.interval.data_wait
 
     def flush(self, losses: dict[str, float]) -> dict[str, float]:
         """Close the interval: compute rates, publish Ray metrics, return them for ``ray.train.report``."""
@@ -132,7 +133,9 @@ class Telemetry:
             "frames_per_s": iv.frames * self.world / wall,
             "data_wait_fraction": min(1.0, iv.data_wait / wall),
             "step_time_s": wall / max(1, iv.steps),
-            "padded_token_share": iv.padded / max(iv.work, 1e-9),
+            # Batches hold one shape (buckets or not) and are never padded: 0 by construction, reported so a
+            # dashboard comparing runs with padding-based systems has the figure.
+            "padded_token_share": 0.0,
             # Bucketed clips' FLOPs scale as their pixels here (attention grows faster: an estimate for them).
             "mfu": (3 * self.flops_per_sample * work_per_s / (self.peak * self.world)) if self.peak else 0.0,
         }
