@@ -49,7 +49,7 @@ class _Shard:
         rows = []
         for i, (b, shape) in enumerate(self.shapes):
             rows.append({"video": np.full((*shape, 3), i, np.uint8).tobytes(), "shape": np.asarray(shape, np.int32),
-                         "bucket": b, "label": i % 3, "caption": f"c{i}", "epoch": 0, "item": i})
+                         "bucket": b, "label": i % 3, "caption": f"c{i}", "epoch": 0, "item": i, "row": 0})
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             yield {k: np.asarray([r[k] for r in chunk], dtype=object if k in ("video", "caption") else None)
@@ -67,6 +67,7 @@ def test_a_mixed_stream_comes_out_in_one_shape_batches():
     assert [(b["bucket"], tuple(b["video"].shape)) for b in batches] == [
         (1, (1, 16, 24, 32, 3)), (0, (2, 8, 32, 32, 3)), (1, (1, 16, 24, 32, 3))]
     assert batches[1]["items"].tolist() == [0, 2] and batches[1]["video"][1].float().mean() == 2
+    assert batches[0]["pending"] == [(0, 0)] and batches[1]["pending"] == []  # read, not yet in a batch
     kept = list(bucket_batches(_Shard(stream), 2, cfg, drop_last=False))
     assert [b["bucket"] for b in kept] == [1, 0, 1, 0] and kept[-1]["items"].tolist() == [4]  # the partial one last
 
@@ -91,3 +92,13 @@ def test_a_bucketed_run_plans_its_steps_from_the_clips_its_batches_hold():
     prepared = Units("shard", [{"uri": "x", "rows": 120}], 120.0)
     meta = {"summary": {"clips_by_bucket": {"8x32x32": 40, "16x32x32": 80}}}
     assert clips_per_micro_batch(cfg, prepared, meta) == pytest.approx(per_micro)
+
+
+def test_the_resume_point_rereads_pending_clips_and_skips_trained_ones():
+    from vidgen_ray.data.buckets import resume_point
+
+    # Items 3-5 read; clip (4, 1) waits in a partial batch; everything else read was trained.
+    trained = {3: {0, 1, 2}, 4: {0, 2}, 5: {0}}
+    assert resume_point(trained, [(4, 1)]) == (4, {4: [0, 2], 5: [0]})
+    assert resume_point(trained, []) == (5, {5: [0]})  # nothing pending: the last item read, less what was trained
+    assert resume_point({}, []) == (0, {})

@@ -115,3 +115,12 @@ class BucketBatcher:
             if rows:
                 yield bucket, rows
         self.pending = {}
+
+
+def resume_point(trained: dict[int, set[int]], pending: list[tuple[int, int]]) -> tuple[int, dict[int, list[int]]]:
+    """Where one ordered worker's bucketed stream restarts exactly: (the stream item to start from, item -> the
+    clips of it and of later items already trained, to skip). ``trained``: item -> clip indices trained (of
+    items not yet behind the start); ``pending``: (item, clip) read but waiting in a bucket's partial batch. The
+    restart reads the pending clips again, in stream order, so the buckets refill as they were."""
+    start = min(pending)[0] if pending else (max(trained) if trained else 0)
+    return start, {item: sorted(rows) for item, rows in sorted(trained.items()) if item >= start}

@@ -125,12 +125,14 @@ class UnitReader:
     """Ray Data callable: item ids -> clips. One instance per decode actor."""
 
     def __init__(self, units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool = True,
-                 skip_rows: int = 0) -> None:
+                 skip_rows: int = 0, skip: dict | None = None) -> None:
         import torch
 
         torch.set_num_threads(1)  # parallelism comes from Ray, not from threads inside one decoder
         self.units, self.cfg, self.split, self.start_item = units, cfg, split, start_item
         self.skip_rows = skip_rows  # clips of the first item a resumed run already trained on
+        # Bucketed runs train clips out of stream order: item -> its clips (by index in the item) already trained.
+        self.skip = {int(k): set(v) for k, v in (skip or {}).items()}
         self.train = split == "train"
         self.augment = augment and self.train and cfg.augment.enabled
         self.buckets = cfg.bucket_shapes  # empty: every clip has data.clip's shape
@@ -201,7 +203,7 @@ class UnitReader:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cols: dict[str, list] = {k: [] for k in ("video", "label", "caption", "source_id", "start_s", "clip_index", "epoch",
-                                                 "item", "bucket")}
+                                                 "item", "bucket", "row")}
         for gid in batch["id"]:
             g = int(gid) + self.start_item
             epoch, unit = self._unit(g)
@@ -226,10 +228,16 @@ class UnitReader:
             except Exception as exc:  # noqa: BLE001 - one bad file must not end a training job
                 self.failures += 1
                 log.warning("skipping %s (epoch %d): %s: %s", unit["uri"], epoch, type(exc).__name__, exc)
+            cols["row"].extend(range(len(cols["video"]) - first_row))  # each clip's index in its item
             if g == self.start_item and self.skip_rows:
                 # The item is made whole (same seeded shuffle and augmentation) and its consumed head dropped.
                 for values in cols.values():
                     del values[first_row : first_row + self.skip_rows]
+            trained = self.skip.get(g)
+            if trained:  # by each clip's index in the item, whatever was dropped before
+                keep = [i for i in range(first_row, len(cols["row"])) if cols["row"][i] not in trained]
+                for values in cols.values():
+                    values[first_row:] = [values[i] for i in keep]
         _publish(self.split, clips=len(cols["video"]), frames=self.stats.pop("frames_decoded", 0), failures=self.failures)
         self.failures = 0
         out = {
@@ -247,6 +255,7 @@ class UnitReader:
             out["video"] = np.array([np.ascontiguousarray(v).tobytes() for v in cols["video"]], dtype=object)
             out["shape"] = np.asarray([v.shape[:3] for v in cols["video"]], dtype=np.int32).reshape(-1, 3)
             out["bucket"] = np.asarray(cols["bucket"], dtype=np.int64)
+            out["row"] = np.asarray(cols["row"], dtype=np.int64)
             return out
         spec = self.cfg.clip
         out["video"] = (np.stack(cols["video"]) if cols["video"]
@@ -328,9 +337,9 @@ def unit_key(unit: dict) -> str:
 
 
 def read_units(batch: dict[str, np.ndarray], units: Units, cfg: DataConfig, split: str, start_item: int, augment: bool,
-               skip_rows: int = 0) -> dict:
+               skip_rows: int = 0, skip: dict | None = None) -> dict:
     """The Ray Data task function: a few item ids -> their clips."""
-    return UnitReader(units, cfg, split, start_item, augment, skip_rows)(batch)
+    return UnitReader(units, cfg, split, start_item, augment, skip_rows, skip)(batch)
 
 
 def decode_task_shape(cfg: DataConfig, cpus: int | None) -> tuple[float, int | None]:
@@ -343,7 +352,7 @@ def decode_task_shape(cfg: DataConfig, cpus: int | None) -> tuple[float, int | N
 
 def clip_stream(
     units: Units, cfg: DataConfig, split: str, epochs: int = 1, start_item: int = 0, decode_cpus: int | None = None, augment: bool = True,
-    skip_rows: int = 0,
+    skip_rows: int = 0, skip: dict | None = None,
 ):
     """A Ray Dataset of clips: ``epochs`` passes over ``units`` from item ``start_item`` on (less its first
     ``skip_rows`` clips), decoded on ``decode_cpus`` CPUs (default ``cfg.decode_workers``; 0/None: as
@@ -378,7 +387,7 @@ def clip_stream(
     ds = ds.map_batches(
         read_units,
         fn_kwargs={"units": units, "cfg": cfg, "split": split, "start_item": start_item, "augment": augment,
-                   "skip_rows": skip_rows},
+                   "skip_rows": skip_rows, "skip": skip},
         batch_size=None,
         batch_format="numpy",
         compute=ray.data.TaskPoolStrategy(size=size),
@@ -445,6 +454,7 @@ def _bucket_batch(rows: list[dict], bucket: int) -> dict:
     video = np.stack([row_video(r) for r in rows])
     items = np.asarray([r["item"] for r in rows], dtype=np.int64)
     return {
+        "rows": [(int(r["item"]), int(r["row"])) for r in rows],  # each clip's (stream item, index in it)
         "video": torch.from_numpy(video),
         "label": torch.from_numpy(np.asarray([r["label"] for r in rows], dtype=np.int64)),
         "caption": [str(r["caption"]) for r in rows],
@@ -470,7 +480,10 @@ def bucket_batches(shard, batch_size: int, cfg: DataConfig, drop_last: bool = Tr
             row = {k: v[i] for k, v in block.items()}
             full = batcher.add(int(row["bucket"]), row)
             if full is not None:
-                yield _bucket_batch(full, int(row["bucket"]))
+                batch = _bucket_batch(full, int(row["bucket"]))
+                # Read but not yet trained: what an exact resume must read again (train/loop.py).
+                batch["pending"] = sorted((int(r["item"]), int(r["row"])) for rs in batcher.pending.values() for r in rs)
+                yield batch
     if not drop_last:
         for bucket, rows in batcher.leftovers():
             yield _bucket_batch(rows, bucket)

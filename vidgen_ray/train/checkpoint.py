@@ -44,6 +44,9 @@ class TrainState:
     # from samples seen, since each worker reads its own share of the stream).
     items_consumed: int = 0
     rows_into_item: int = 0
+    # Bucketed, one ordered worker: clips of items_consumed and later items already trained (item -> clip
+    # indices); the resumed stream skips them (data/buckets.resume_point).
+    skip: dict = field(default_factory=dict)
     samples_seen: int = 0
     resumes: int = 0  # how many times this run restarted from a checkpoint (failures and reruns)
     best_metric: float | None = None

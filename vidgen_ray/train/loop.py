@@ -38,6 +38,7 @@ from vidgen_ray.train.parallelize import Part, parallelize
 from vidgen_ray.train.samples import due as sampling_due
 from vidgen_ray.train.samples import write_samples
 from vidgen_ray.train.telemetry import Telemetry, progress_line
+from vidgen_ray.data.buckets import resume_point
 from vidgen_ray.train.batches import micro_batches, to_batch
 from vidgen_ray.train.sequence_parallel import group_micro_batches
 from vidgen_ray.train.validate import validate
@@ -283,11 +284,15 @@ def train_loop_per_worker(config: dict) -> None:
         batches_iter = iter(torch_batches(train_shard, cfg.train.batch_size, cfg.data))
         micro: list[Batch] = []
         micro_items: list[list[int]] = []  # stream item of every clip in ``micro``
+        micro_rows: list[list] = []  # bucketed: (item, clip index in it) of every clip in ``micro``
         clock = time.perf_counter()  # training wall time, carried across resumes in TrainState.train_seconds
         # The data position to the clip needs one reader of an ordered, unshuffled stream; otherwise (several
         # workers, Ray Data's unordered delivery, a local shuffle buffer) it is estimated from samples seen.
-        # (Buckets regroup clips by shape, out of stream order: estimated there too.)
-        exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer and not buckets
+        exact_position = world == 1 and cfg.data.ordered and not cfg.data.shuffle_buffer
+        # Buckets train clips out of stream order: the exact position is then the clips trained past the
+        # restart point and those read but pending in a partial batch (data/buckets.resume_point).
+        trained_rows = {int(k): set(v) for k, v in state.skip.items()}
+        pending: list = []
         last_sampled = -1
         while state.step < plan.total_steps and not stop_reason:
             # --- wait for data (measured: the accelerator idles here) -------------------------------------
@@ -310,6 +315,9 @@ def train_loop_per_worker(config: dict) -> None:
                 micro.extend(group)
                 last_batch = group[0]  # the same on every rank of the group (sampling conditions on it)
             micro_items.append(raw["items"].tolist())
+            if buckets:
+                micro_rows.append(raw["rows"])
+                pending = raw["pending"]
             state.epoch = max(state.epoch, raw["epoch"])  # shards interleave items; the epoch only moves forward
             if len(micro) < micro_batches(total_micro, world, rank, state.step) * mesh.sp:
                 continue
@@ -326,14 +334,20 @@ def train_loop_per_worker(config: dict) -> None:
             clips = sum(b.size for b in micro) // mesh.sp  # this rank's share (an SP group shares its micro-batches)
             # Bucketed batches differ in size between ranks: the global count is estimated from this rank's.
             state.samples_seen += clips * world if buckets else plan.global_batch
-            if exact_position:  # every clip this step trained on, in stream order
+            if exact_position and buckets:
+                for item, row in (r for rows in micro_rows for r in rows):
+                    trained_rows.setdefault(item, set()).add(row)
+                state.items_consumed, skip = resume_point(trained_rows, pending)
+                state.rows_into_item, state.skip = 0, {str(k): v for k, v in skip.items()}
+                trained_rows = {k: v for k, v in trained_rows.items() if k >= state.items_consumed}
+            elif exact_position:  # every clip this step trained on, in stream order
                 for item in (int(i) for b in micro_items for i in b):
                     if item != state.items_consumed:
                         state.items_consumed, state.rows_into_item = item, 0
                     state.rows_into_item += 1
             else:
                 state.items_consumed = int(math.floor(state.samples_seen / plan.clips_per_item))
-                state.rows_into_item = 0
+                state.rows_into_item, state.skip = 0, {}
             if buckets:  # tokens and FLOPs in reference clips (data.clip), the step time per bucket
                 shapes = {tuple(b.video.shape[2:]) for b in micro}
                 telemetry.stepped(clips, work=sum(b.size * b.video[0].numel() for b in micro) / reference_numel,
@@ -341,7 +355,7 @@ def train_loop_per_worker(config: dict) -> None:
                                   bucket="x".join(map(str, shapes.pop())) if len(shapes) == 1 else "mixed")
             else:
                 telemetry.stepped(plan.global_batch // world)  # the global batch, not this rank's share of it
-            micro, micro_items = [], []
+            micro, micro_items, micro_rows = [], [], []
             # --- log (the step's metrics reach the host only here: reading them waits for the device) --------
             if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:
                 step_losses = host_metrics(step_losses)

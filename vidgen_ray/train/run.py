@@ -97,18 +97,20 @@ class TrainStream:
         # the SplitCoordinator that feeds the workers from it) would draw progress bars into the job log.
         configure_data_context()
         start_item = skip_rows = 0
+        skip: dict = {}
         # The checkpoint the workers will restore, so the data resumes where the model does.
         latest = registered_checkpoint(storage.join(self.cfg.storage_path, self.cfg.name))
         if latest is not None:
             state = read_meta_uri(latest)["state"]
             start_item, skip_rows = int(state["items_consumed"]), int(state.get("rows_into_item", 0))
+            skip = state.get("skip") or {}  # bucketed: clips past the start already trained
         total = len(self.units) * self.epochs
         if start_item > total - 1:
             start_item, skip_rows = total - 1, 0
         log.info("train stream: %d units x %d epochs from item %d (less %d clips)", len(self.units), self.epochs,
                  start_item, skip_rows)
         return clip_stream(self.units, self.cfg.data, "train", epochs=self.epochs, start_item=start_item,
-                           decode_cpus=self.decode_cpus, skip_rows=skip_rows)
+                           decode_cpus=self.decode_cpus, skip_rows=skip_rows, skip=skip)
 
 
 def read_meta_uri(uri: str) -> dict:
