@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidgen_ray.data.buckets import Bucket, BucketBatcher, assign, batch_sizes, from_rule, parse
+from vidgen_ray.data.buckets import Bucket, assign, batch_sizes, from_rule, parse
 
 BUCKETS = [Bucket(8, 32, 32), Bucket(16, 24, 32), Bucket(8, 24, 32)]
 
