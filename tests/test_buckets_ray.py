@@ -62,11 +62,12 @@ def test_a_dit_trains_on_mixed_shapes_in_one_shape_batches(ray_session, synth_di
     result = train(cfg)
     state = read_meta(result.checkpoint.path)["state"]
     assert state["step"] == 6 and 0 < result.metrics["val_loss"] < 1e3
-    # Every step logged (train.log_every=1) its step time under the bucket its batches had: several shapes ran.
+    # Every step logged (train.log_every=1) rank 0's step time under the bucket its batch had. Which shards
+    # rank 0 gets depends on timing (Ray Data's split), so how many shapes it saw does too: the 1-worker run
+    # below, whose order is fixed, checks that several ran.
     events = tracker_files.tensorboard(tmp_path / "dit-buckets" / "tensorboard")
     per_bucket = {tag.removeprefix("perf/step_time_s/") for tag in events.Tags()["scalars"] if tag.startswith("perf/step_time_s/")}
-    assert len(per_bucket - {"mixed"}) >= 2, (per_bucket, stored)
-    assert per_bucket - {"mixed"} <= {"x".join(map(str, shape)) for _, shape in stored}, (per_bucket, stored)
+    assert per_bucket and per_bucket <= {"x".join(map(str, shape)) for _, shape in stored}, (per_bucket, stored)
 
 
 def test_a_bucketed_run_resumes_to_the_clip(ray_session, synth_dir: Path, tmp_path: Path):
@@ -92,3 +93,7 @@ def test_a_bucketed_run_resumes_to_the_clip(ray_session, synth_dir: Path, tmp_pa
     resumed = train(first)
     assert read_meta(resumed.checkpoint.path)["state"]["resumes"] == 1
     assert history(resumed) == history(whole), f"resumed {history(resumed)}\nwhole   {history(whole)}"
+    # One ordered worker: its 10 steps ran batches of several shapes (each logged its bucket's step time).
+    events = tracker_files.tensorboard(tmp_path / "whole" / "tensorboard")
+    shapes = {tag.removeprefix("perf/step_time_s/") for tag in events.Tags()["scalars"] if tag.startswith("perf/step_time_s/")}
+    assert len(shapes - {"mixed"}) >= 2, shapes
