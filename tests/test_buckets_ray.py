@@ -97,3 +97,7 @@ def test_a_bucketed_run_resumes_to_the_clip(ray_session, synth_dir: Path, tmp_pa
     events = tracker_files.tensorboard(tmp_path / "whole" / "tensorboard")
     shapes = {tag.removeprefix("perf/step_time_s/") for tag in events.Tags()["scalars"] if tag.startswith("perf/step_time_s/")}
     assert len(shapes - {"mixed"}) >= 2, shapes
+    for shape in shapes - {"mixed"}:  # and its samples and tokens a second
+        rate = events.Scalars(f"perf/samples_per_s/{shape}")[-1].value
+        tokens = events.Scalars(f"perf/tokens_per_s/{shape}")[-1].value
+        assert rate > 0 and tokens > rate, (shape, rate, tokens)

@@ -57,7 +57,7 @@ class Interval:
     steps: int = 0
     work: float = 0.0  # samples in reference-shape clips: a bucketed clip counts its pixels / the reference's
     frames: int = 0
-    bucket_time: dict = field(default_factory=dict)  # bucket -> [seconds, steps]
+    bucket_time: dict = field(default_factory=dict)  # bucket -> [seconds, steps, samples, work]
     last_step: float = field(default_factory=time.perf_counter)  # end of the last step (or of a report)
     wait_mark: float = 0.0  # data_wait at that moment
 
@@ -110,9 +110,11 @@ class Telemetry:
         iv.frames += samples * self.frames_per_sample if frames is None else frames
         iv.steps += 1
         if bucket:
-            spent = iv.bucket_time.setdefault(bucket, [0.0, 0])
+            spent = iv.bucket_time.setdefault(bucket, [0.0, 0, 0, 0.0])
             spent[0] += time.perf_counter() - iv.last_step - (iv.data_wait - iv.wait_mark)
             spent[1] += 1
+            spent[2] += samples
+            spent[3] += samples if work is None else work
         self.mark()
 
     def mark(self) -> None:
@@ -139,8 +141,11 @@ class Telemetry:
             # Bucketed clips' FLOPs scale as their pixels here (attention grows faster: an estimate for them).
             "mfu": (3 * self.flops_per_sample * work_per_s / (self.peak * self.world)) if self.peak else 0.0,
         }
-        for bucket, (seconds, steps) in sorted(iv.bucket_time.items()):
+        for bucket, (seconds, steps, samples, work) in sorted(iv.bucket_time.items()):
+            # Per bucket, over the steps that ran it (their compute time, not the wait for data).
             out[f"step_time_s/{bucket}"] = seconds / steps
+            out[f"samples_per_s/{bucket}"] = samples * self.world / max(seconds, 1e-9)
+            out[f"tokens_per_s/{bucket}"] = work * self.world * self.tokens_per_sample / max(seconds, 1e-9)
         if self.device.type == "cuda":
             out["gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         if self._gauges is not None:
