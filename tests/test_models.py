@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from vidgen_ray.models.base import Batch, VideoModel, count_parameters
+from vidgen_ray.models.conditioning import first_frame_condition, sobel_edges
 from vidgen_ray.models.flops import measure_flops
 from vidgen_ray.models.listing import DOCS_BEGIN, DOCS_END, models_table
 from vidgen_ray.models.registry import PRESETS, build_model, describe, get_preset
@@ -266,8 +267,9 @@ def _measured_per_sample(model: VideoModel, batch: Batch) -> dict[str, int]:
     n, cfg = batch.size, model.config
     if model.family == "gan":
         z = torch.randn(n, cfg.z_dim)
+        image = (batch.video[:, :, 0], torch.ones(n)) if cfg.image_condition else ()
         return {
-            "generator": measure_flops(lambda: model.generator(z, batch.label)) // n,
+            "generator": measure_flops(lambda: model.generator(z, batch.label, *image)) // n,
             "discriminator": measure_flops(lambda: model.discriminator(batch.video, batch.label)) // n,
         }
     if model.family == "vae":
@@ -277,7 +279,9 @@ def _measured_per_sample(model: VideoModel, batch: Batch) -> dict[str, int]:
     ids = encode_captions(batch.caption, cfg.max_caption_bytes) if cfg.caption else None
     shape = cfg.model_shape
     x = torch.randn(n, shape.channels, shape.frames, shape.height, shape.width)
-    return {"model": measure_flops(lambda: model.net(x, torch.rand(n), batch.label, ids)) // n}
+    image = first_frame_condition(batch.video[:, :, 0], shape.frames) if cfg.image_condition else None
+    control = sobel_edges(batch.video) if cfg.control else None
+    return {"model": measure_flops(lambda: model.net(x, torch.rand(n), batch.label, ids, image, control)) // n}
 
 
 @pytest.mark.parametrize(
@@ -291,6 +295,8 @@ def _measured_per_sample(model: VideoModel, batch: Batch) -> dict[str, int]:
         ("gru-debug", {}),
         ("dit-debug", {}),
         ("dit-debug", {"patch": (2, 2, 2), "caption": False, "num_classes": 0, "pos_embed": "learned"}),
+        ("dit-debug", {"image_condition": True, "control": True, "control_blocks": 3}),
+        ("gan-debug", {"image_condition": True}),
     ],
 )
 def test_analytic_flops_match_flop_counter(name, overrides):

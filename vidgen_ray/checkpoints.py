@@ -47,6 +47,39 @@ def load_for_inference(uri: str, use_ema: bool = True, device: str | torch.devic
     return model, experiment, meta
 
 
+def initialise_from(model, uri: str, use_ema: bool = True) -> list[str]:
+    """Fine-tuning's start: copy a checkpoint's weights (its EMA where it has one) into ``model``, a model
+    of the same family whose config may add modules (a control branch, an image condition's input
+    channels). The family adapts what it can (``VideoModel.adapt_weights``); anything else that differs is
+    an error naming the tensor. Returns the keys the checkpoint did not have (new modules, left as built)."""
+    meta = read_meta(uri)
+    family = meta["experiment"]["model"].get("family")
+    if family != model.family:
+        raise ValueError(f"train.init_from {uri} holds a {family} model; this run trains a {model.family}: "
+                         "start from a checkpoint of the same family")
+    blob = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS))), map_location="cpu", weights_only=False)
+    missing: list[str] = []
+    for name, module in model.parts().items():
+        if name not in blob["weights"]:
+            raise ValueError(f"train.init_from {uri} has no part {name!r} (it has {sorted(blob['weights'])})")
+        weights = dict(blob["weights"][name])
+        if use_ema and blob.get("ema") is not None and blob.get("ema_part") == name:
+            weights.update(blob["ema"])
+        own = module.state_dict()
+        weights = model.adapt_weights(name, weights, own)
+        for key, value in weights.items():
+            if key not in own:
+                raise ValueError(f"train.init_from {uri}: {name}.{key} does not exist in {model.config.name}; the "
+                                 "checkpoint's model has a module this config lacks (compare their model sections)")
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise ValueError(f"train.init_from {uri}: {name}.{key} is {tuple(value.shape)} there and "
+                                 f"{tuple(own[key].shape)} here; make the model sections agree")
+        result = module.load_state_dict(weights, strict=False)
+        missing += [f"{name}.{key}" for key in result.missing_keys]
+    model.after_init_from(missing)
+    return missing
+
+
 def latest_checkpoint(run_dir: str) -> str | None:
     """The newest complete checkpoint (has ``meta.json``) under a run directory, by step."""
     if not storage.exists(run_dir):

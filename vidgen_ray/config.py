@@ -165,6 +165,10 @@ def _absolute_local_paths(cfg: ExperimentConfig) -> None:
     local = storage.local_path(path) if path else None  # absolute, for a local path or file:// URI
     if local is not None and not os.path.isabs(path):
         cfg.model.autoencoder = local
+    start = cfg.train.init_from
+    local = storage.local_path(start) if start else None
+    if local is not None and not os.path.isabs(start):
+        cfg.train.init_from = local
 
 
 # DiT fields added after checkpoints were saved, with the value every DiT had before each existed. A

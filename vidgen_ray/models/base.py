@@ -97,6 +97,9 @@ class Conditioning:
     context_frames: int = 0  # frames a predictor needs to continue (0: generates from noise)
     default_steps: int | None = None  # sampling steps when a request gives none (iterative samplers)
     default_guidance: float | None = None  # classifier-free guidance scale when a request gives none
+    image: bool = False  # sample(image=) takes a first frame (image-to-video)
+    sketch: bool = False  # sample(sketch=) takes a sketch picture or video (control branch)
+    default_image_guidance: float | None = None  # guidance scale on the image when a request gives none
 
 
 @dataclass
@@ -136,6 +139,14 @@ class VideoModel(nn.Module):
         no token sequence to split refuse."""
         raise ValueError(f"the {self.family} family has no token sequence to split: parallel.sequence_parallel "
                          "is for the dit family; set it to 1")
+
+    def adapt_weights(self, part: str, weights: dict, own: dict) -> dict:
+        """Fine-tuning from another config of this family (``train.init_from``): turn a checkpoint's
+        ``weights`` for ``part`` into ones that fit this model's (``own``: its state dict). Default: as is."""
+        return weights
+
+    def after_init_from(self, missing: list[str]) -> None:
+        """Called once ``train.init_from`` has loaded, with the keys (``part.key``) it did not have."""
 
     def losses(self, part: str, batch: Batch, step: int) -> LossOutput:
         """Loss for stepping ``part`` on ``batch`` (``step`` drives schedules such as scheduled sampling)."""

@@ -42,6 +42,7 @@ from .base import (
     seeded_generator,
     to_channels_last,
 )
+from .conditioning import first_frame_condition, sobel_edges
 from .flops import attention_flops, linear_flops
 from .flow_matching import TimestepSampling, euler_sample, noisy_input, sample_timesteps, velocity_target
 from .text_encoder import ByteTextEncoder, encode_captions
@@ -76,6 +77,17 @@ class DiTConfig(ModelConfig):
     text_depth: int = 1
     text_heads: int = 4
     cond_dropout: float = 0.1  # drop class and caption together (classifier-free guidance)
+    # Image-to-video: the clip's first frame (its latents in latent mode) and a mask join the noisy input's
+    # channels (models/conditioning.first_frame_condition); dropped with image_dropout so one model samples
+    # with and without an image; image_guidance is the default classifier-free guidance scale on the image.
+    image_condition: bool = False
+    image_dropout: float = 0.1
+    image_guidance: float = 1.0
+    # Sketch / control video (ControlNet): the clip's Sobel edge map feeds trainable copies of the first
+    # control_blocks blocks whose outputs join the main blocks' through zero-initialised projections, so
+    # switching control on leaves a trained model's output unchanged until the branch has trained.
+    control: bool = False
+    control_blocks: int = 2
     # Objective and default sampling options.
     timestep_sampling: TimestepSampling = "logit_normal"
     # SD3's shift of t towards the noise end, in training and sampling alike (1 = none); see
@@ -148,6 +160,25 @@ class DiTConfig(ModelConfig):
             self.fail(f"min_t {self.min_t} must be in (0, 1)")
         if not 0.0 <= self.cond_dropout < 1.0:
             self.fail(f"cond_dropout {self.cond_dropout} must be in [0, 1)")
+        if not 0.0 <= self.image_dropout < 1.0:
+            self.fail(f"image_dropout {self.image_dropout} must be in [0, 1)")
+        if self.image_guidance < 0:
+            self.fail(f"image_guidance {self.image_guidance} must be >= 0 (1 = no guidance on the image)")
+        if self.control and not 1 <= self.control_blocks <= self.depth:
+            self.fail(f"control_blocks {self.control_blocks} must be in 1..depth={self.depth}; set model.control_blocks")
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the patch embedding reads: the noisy clip's, plus the first-frame condition and its mask."""
+        c = self.model_shape.channels
+        return c + (c + 1 if self.image_condition else 0)
+
+    @property
+    def compression(self) -> tuple[int, int, int]:
+        """Pixels per model-space position along (frames, height, width): the VAE's factors, or 1."""
+        if not self.latent:
+            return (1, 1, 1)
+        return (self.latent_temporal_compression, self.latent_spatial_compression, self.latent_spatial_compression)
 
 
 SAMPLE_MIN_T = 1e-4  # sampling never evaluates t = 0 (Euler stops there); this only guards division
@@ -211,7 +242,7 @@ class DiTNet(nn.Module):
         d, shape = cfg.hidden, cfg.model_shape
         self.grid, self.patch, self.channels = cfg.grid, tuple(cfg.patch), shape.channels
         tg, hg, wg = self.grid
-        self.patch_embed = nn.Conv3d(shape.channels, d, self.patch, stride=self.patch)
+        self.patch_embed = nn.Conv3d(cfg.input_channels, d, self.patch, stride=self.patch)
         self.learned_positions = cfg.pos_embed == "learned"
         if self.learned_positions:  # tied to the preset's grid
             self.pos_spatial = nn.Parameter(torch.randn(hg * wg, d) * 0.02)
@@ -227,6 +258,7 @@ class DiTNet(nn.Module):
         )
         self.blocks = nn.ModuleList(DiTBlock(cfg, "spatial" if i % 2 == 0 else "temporal") for i in range(cfg.depth))
         self.final = FinalLayer(d, math.prod(self.patch) * shape.channels)
+        self.control = ControlBranch(cfg) if cfg.control else None
         # Splits each frame's spatial tokens across a sequence-parallel group (train/sequence_parallel's
         # TokenShards: shard(tokens) after the embedding, gather(out) after the final layer); None: whole.
         self.sequence = None
@@ -255,6 +287,8 @@ class DiTNet(nn.Module):
         for layer in (self.final.ada, self.final.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.control is not None:
+            self.control.reset(self.blocks)
 
     def forward(
         self,
@@ -262,9 +296,18 @@ class DiTNet(nn.Module):
         t: torch.Tensor,
         labels: torch.Tensor | None = None,
         caption_ids: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+        control: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``image``: the first-frame condition in model space [B, C + 1, T, H, W] (zeros: none), required
+        when the net was built with it; ``control``: a pixel-space edge map [B, 1, T, H, W] (None: the
+        control branch is skipped, which is exactly the model without it)."""
         b = x.shape[0]
         tg, hg, wg = self.grid_of(x.shape[2:])
+        if self.patch_embed.in_channels != x.shape[1]:  # the image condition's channels join the input's
+            if image is None:
+                raise ValueError("this DiT is image-conditioned: pass image= (first_frame_condition; zeros for none)")
+            x = torch.cat([x, image.to(x.dtype)], dim=1)
         tokens = self.patch_embed(x).flatten(3).permute(0, 2, 3, 1)  # [B, Tg, S, D]
         tokens = tokens + self.positions((tg, hg, wg), tokens.device).to(tokens.dtype)
         c = self.t_embed(t)
@@ -274,10 +317,15 @@ class DiTNet(nn.Module):
         if self.text is not None:
             text, text_mask = self.text(caption_ids)
         split = self.sequence is not None
+        hints: list[torch.Tensor] = []
+        if self.control is not None and control is not None:
+            hints = self.control(tokens, control.to(tokens.dtype), c, text, text_mask, self.sequence)
         if split:  # this rank's share of every frame's spatial tokens: [B, Tg, S / P, D]
             tokens = self.sequence.shard(tokens)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             tokens = block(tokens, c, text, text_mask)
+            if i < len(hints):
+                tokens = tokens + hints[i]
         out = self.final(tokens, c)  # [B, Tg, S, pt*ph*pw*C]
         if split:
             out = self.sequence.gather(out)
@@ -308,6 +356,46 @@ class DiTNet(nn.Module):
         return self._sincos[key]
 
 
+class ControlBranch(nn.Module):
+    """ControlNet for the DiT (PixArt-delta's): the edge map is patch-embedded (one token per model token: its
+    kernel spans patch x VAE compression pixels), added to a copy of the input tokens through a zero-initialised
+    projection, and run through trainable copies of the first ``control_blocks`` blocks; each copy's output
+    joins the main stream after its block through another zero-initialised projection. At initialisation
+    (and after ``reset``) every hint is exactly zero: the model samples as it did without control."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        d = cfg.hidden
+        kernel = tuple(p * f for p, f in zip(cfg.patch, cfg.compression))
+        self.embed = nn.Conv3d(1, d, kernel, stride=kernel)
+        self.into = nn.Linear(d, d)
+        self.blocks = nn.ModuleList(DiTBlock(cfg, "spatial" if i % 2 == 0 else "temporal") for i in range(cfg.control_blocks))
+        self.out = nn.ModuleList(nn.Linear(d, d) for _ in range(cfg.control_blocks))
+
+    @torch.no_grad()
+    def reset(self, base_blocks: nn.ModuleList) -> None:
+        """The copies take the base blocks' weights, the projections go to zero (ControlNet's start)."""
+        for copy, base in zip(self.blocks, base_blocks):
+            copy.load_state_dict(base.state_dict())
+        for layer in (self.into, *self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, tokens: torch.Tensor, control: torch.Tensor, c: torch.Tensor, text, text_mask, sequence) -> list[torch.Tensor]:
+        edges = self.embed(control).flatten(3).permute(0, 2, 3, 1)  # [B, Tg, S, D], the tokens' grid
+        if edges.shape != tokens.shape:
+            raise ValueError(f"the control map's token grid {tuple(edges.shape[1:3])} is not the clip's "
+                             f"{tuple(tokens.shape[1:3])}: give it the clip's frames, height and width")
+        h = tokens + self.into(edges)
+        if sequence is not None:
+            h = sequence.shard(h)
+        hints = []
+        for block, out in zip(self.blocks, self.out):
+            h = block(h, c, text, text_mask)
+            hints.append(out(h))
+        return hints
+
+
 def _sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
     """2D sin-cos embedding [h * w, dim]: half the channels for rows, half for columns (DiT/MAE)."""
     half = dim // 2
@@ -323,10 +411,15 @@ def dit_flops(cfg: DiTConfig) -> int:
     s, n = hg * wg, tg * hg * wg
     patch_out = math.prod(cfg.patch) * shape.channels
     mlp = int(d * cfg.mlp_ratio)
-    total = linear_flops(patch_out, d, n)  # patch embedding (a strided conv = a matmul per patch)
+    total = linear_flops(math.prod(cfg.patch) * cfg.input_channels, d, n)  # patch embedding (a matmul per patch)
     total += linear_flops(256, d) + linear_flops(d, d)  # timestep MLP
     text_len = cfg.max_caption_bytes
-    for i in range(cfg.depth):
+    blocks = list(range(cfg.depth))
+    if cfg.control:  # edge embedding, the input projection, the block copies and their output projections
+        total += linear_flops(math.prod(p * f for p, f in zip(cfg.patch, cfg.compression)), d, n)
+        total += (1 + cfg.control_blocks) * linear_flops(d, d, n)
+        blocks += list(range(cfg.control_blocks))
+    for i in blocks:
         total += linear_flops(d, 6 * d)  # adaLN modulation (once per clip)
         total += linear_flops(d, 3 * d, n) + linear_flops(d, d, n)  # qkv + output projection
         total += attention_flops(tg, s, s, d) if i % 2 == 0 else attention_flops(s, tg, tg, d)
@@ -359,7 +452,9 @@ class VideoDiT(VideoModel):
         # The text encoder spends one byte position on BOS and would cut the rest silently.
         return Conditioning(classes=cfg.num_classes, captions=cfg.caption,
                             max_caption_bytes=cfg.max_caption_bytes - 1 if cfg.caption else 0,
-                            default_steps=cfg.sample_steps, default_guidance=cfg.guidance)
+                            default_steps=cfg.sample_steps, default_guidance=cfg.guidance,
+                            image=cfg.image_condition, sketch=cfg.control,
+                            default_image_guidance=cfg.image_guidance if cfg.image_condition else None)
 
     # --- latent mode ----------------------------------------------------------------------
     def attach_autoencoder(self, vae: nn.Module) -> None:
@@ -433,7 +528,8 @@ class VideoDiT(VideoModel):
         if part != "model":
             raise KeyError(f"dit has one part, 'model', not {part!r}")
         text_layers = [] if self.net.text is None else list(self.net.text.layers)
-        return [*self.net.blocks, *text_layers]
+        control = [] if self.net.control is None else list(self.net.control.blocks)
+        return [*self.net.blocks, *text_layers, *control]
 
     def shard_sequence(self, attend, tokens) -> None:
         """Each rank keeps a share of every frame's spatial tokens: the spatial attention, which spans the
@@ -447,32 +543,69 @@ class VideoDiT(VideoModel):
             raise ValueError(f"{hg * wg} spatial tokens a frame are not divisible by parallel.sequence_parallel="
                              f"{tokens.size}; change it or the model's height / width / patch")
         self.net.sequence = tokens
-        for block in self.net.blocks:
+        control = [] if self.net.control is None else list(self.net.control.blocks)
+        for block in [*self.net.blocks, *control]:
             if block.axis == "spatial":
                 block.attn.attend = attend
+
+    def adapt_weights(self, part: str, weights: dict, own: dict) -> dict:
+        """An image condition added to a trained model: its new input channels start at zero weight, so the
+        patch embedding computes what it did (CogVideoX's image-to-video fine-tuning start)."""
+        key = "patch_embed.weight"
+        if key in weights and key in own and weights[key].shape[1] < own[key].shape[1]:
+            old = weights[key]
+            grown = old.new_zeros(own[key].shape)
+            grown[:, : old.shape[1]] = old
+            weights = {**weights, key: grown}
+        return weights
+
+    def after_init_from(self, missing: list[str]) -> None:
+        """A control branch new to the checkpoint starts as ControlNet's: copies of the trained blocks,
+        zero projections (the fine-tuned model's output is the trained model's at step 0)."""
+        if self.net.control is not None and any(k.startswith("model.control.") for k in missing):
+            self.net.control.reset(self.net.blocks)
 
     def losses(self, part: str, batch: Batch, step: int) -> LossOutput:
         if part != "model":
             raise KeyError(f"dit has one part, 'model', not {part!r}")
         cfg = self.config
         self._check_batch(batch)
-        x0 = batch.video
-        if cfg.latent:
-            codec = self._autoencoder()
-            with torch.no_grad():
-                x0 = codec(x0.to(param_dtype(codec)), mode="encode").to(batch.video.dtype) * cfg.latent_scale
+        x0 = self._encode(batch.video)
         n, device = x0.shape[0], x0.device
         drop = torch.rand(n) < cfg.cond_dropout  # host RNG: caption dropping happens on the host
         labels, ids = self._conditions(batch.label, batch.caption, drop, device)
+        image = control = None
+        if cfg.image_condition:  # the clip's own first frame, dropped for some clips (guidance on the image)
+            keep = torch.rand(n) >= cfg.image_dropout
+            image = self.image_condition(batch.video[:, :, 0], keep, x0.shape[2])
+        if cfg.control:
+            control = sobel_edges(batch.video)
         noise = torch.randn_like(x0)
         t = sample_timesteps(n, cfg.timestep_sampling, device, cfg.timestep_shift)
         x_t = noisy_input(x0, noise, t)
-        velocity = self.velocity(self.net(x_t, t, labels, ids), x_t, t)
+        velocity = self.velocity(self.net(x_t, t, labels, ids, image, control), x_t, t)
         # A data prediction's target goes through the same floored t, so the clean clip stays the optimum
         # below min_t too (with the plain noise - x0 target it would be biased towards x_t there).
         target = self.velocity(x0, x_t, t) if cfg.prediction == "data" else velocity_target(x0, noise)
         loss = F.mse_loss(velocity.float(), target.float())
         return LossOutput(loss, {"loss": loss.detach()})
+
+    def _encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels -> what the transformer models: the clip itself, or its scaled latents (frozen VAE)."""
+        if not self.config.latent:
+            return video
+        codec = self._autoencoder()
+        with torch.no_grad():
+            return codec(video.to(param_dtype(codec)), mode="encode").to(video.dtype) * self.config.latent_scale
+
+    def image_condition(self, first: torch.Tensor, keep: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """First frames float [B, C, H, W] (pixels in [-1, 1]) -> the condition in model space
+        [B, C' + 1, frames, H', W']. In latent mode the picture is encoded as a still clip (it repeated over
+        the VAE's temporal window) and its first latent frame kept: a latent frame covers several pixel frames."""
+        if self.config.latent:
+            still = first[:, :, None].expand(-1, -1, self.config.latent_temporal_compression, -1, -1)
+            first = self._encode(still.contiguous())[:, :, 0]
+        return first_frame_condition(first, frames, keep)
 
     def velocity(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, min_t: float | None = None) -> torch.Tensor:
         """The network's output as a velocity (dx_t/dt = noise - data), whatever it predicts. Training
@@ -494,39 +627,62 @@ class VideoDiT(VideoModel):
         captions: list[str] | None = None,
         **options,
     ) -> torch.Tensor:
-        """Options: ``steps`` (Euler steps, default config.sample_steps), ``guidance`` (CFG scale,
-        default config.guidance; 1 = no guidance), ``frames`` / ``height`` / ``width`` (another clip
-        shape than the preset's, in pixels: any multiple of the patch (times the VAE's compression),
-        with sin-cos positions). Without ``labels`` a class-conditional model draws random classes from
-        the seed; without ``captions`` it samples caption-free ("")."""
+        """Options: ``steps`` (Euler steps, default config.sample_steps), ``guidance`` (CFG scale on class and
+        caption, default config.guidance; 1 = no guidance), ``frames`` / ``height`` / ``width`` (another clip
+        shape than the preset's, in pixels: any multiple of the patch (times the VAE's compression), with
+        sin-cos positions). Without ``labels`` a class-conditional model draws random classes from the seed;
+        without ``captions`` it samples caption-free ("").
+
+        Image-to-video (``model.image_condition``): ``image`` float [n, C, H, W] (or [C, H, W] for all) in
+        [-1, 1], the first frame to start from (``read_image`` makes one from PNG / JPEG), and
+        ``image_guidance`` (default config.image_guidance). Without an image the model samples from noise.
+        Sketch (``model.control``): ``sketch`` float [n, C, T, H, W] or [n, C, H, W] (a picture held over
+        every frame) in [-1, 1], whose Sobel edges, computed as in training, steer the video."""
         cfg = self.config
         if cfg.latent:
             self._autoencoder()  # fail before sampling, not after
         steps = int(options.get("steps", cfg.sample_steps))
         guidance = float(options.get("guidance", cfg.guidance))
+        image_guidance = float(options.get("image_guidance", cfg.image_guidance))
         device, dtype = param_device(self.net), param_dtype(self.net)
         rng = seeded_generator(seed, device)
         shape = cfg.model_shape
         size = self._model_size(options.get("frames"), options.get("height"), options.get("width"))
+        pixel_size = tuple(s * f for s, f in zip(size, cfg.compression))
         noise = torch.randn(n, shape.channels, *size, device=device, generator=rng)
         if cfg.num_classes and labels is None:
             labels = torch.randint(cfg.num_classes, (n,), device=device, generator=rng)
         if cfg.caption and captions is None:
             captions = [""] * n
-        cond = self._conditions(labels, captions, torch.zeros(n, dtype=torch.bool), device)
-        guided = guidance != 1.0 and (cfg.num_classes > 0 or cfg.caption)
-        if guided:
+        image = self._sample_image(options.get("image"), n, pixel_size, size, device)
+        control = self._sample_sketch(options.get("sketch"), n, pixel_size, device)
+        # Condition sets, evaluated in one batched call: everything; no class / caption; nothing at all.
+        # InstructPix2Pix's two-scale guidance combines them (a scale of 1 drops its set).
+        full = (*self._conditions(labels, captions, torch.zeros(n, dtype=torch.bool), device), image)
+        sets = [full]
+        text_guided = guidance != 1.0 and (cfg.num_classes > 0 or cfg.caption)
+        image_guided = cfg.image_condition and options.get("image") is not None and image_guidance != 1.0
+        if text_guided or image_guided:
             null = self._conditions(labels, captions, torch.ones(n, dtype=torch.bool), device)
-            both = [None if c is None else torch.cat([c, u]) for c, u in zip(cond, null)]
+            if text_guided:
+                sets.append((*null, image))
+            if image_guided:
+                sets.append((*null, None if image is None else torch.zeros_like(image)))
+        batched = [None if parts[0] is None else torch.cat(parts) for parts in zip(*sets)]
+        control_all = None if control is None else torch.cat([control] * len(sets))
 
-            def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                x2, t2 = torch.cat([x, x]), torch.cat([t, t])
-                v_cond, v_uncond = self.velocity(self.net(x2.to(dtype), t2, *both), x2, t2, SAMPLE_MIN_T).float().chunk(2)
-                return v_uncond + guidance * (v_cond - v_uncond)
-        else:
-
-            def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return self.velocity(self.net(x.to(dtype), t, *cond), x, t, SAMPLE_MIN_T).float()
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            k = len(sets)
+            xk, tk = torch.cat([x] * k), torch.cat([t] * k)
+            out = self.net(xk.to(dtype), tk, *batched, control_all)
+            v = self.velocity(out, xk, tk, SAMPLE_MIN_T).float().chunk(k)
+            if text_guided and image_guided:  # v(none) + s_I (v(image) - v(none)) + s_T (v(all) - v(image))
+                return v[2] + image_guidance * (v[1] - v[2]) + guidance * (v[0] - v[1])
+            if text_guided:
+                return v[1] + guidance * (v[0] - v[1])
+            if image_guided:
+                return v[1] + image_guidance * (v[0] - v[1])
+            return v[0]
 
         with eval_mode(self):
             x = euler_sample(velocity, noise, steps, cfg.timestep_shift)  # the state stays fp32; the network sees `dtype`
@@ -534,6 +690,51 @@ class VideoDiT(VideoModel):
                 codec = self._autoencoder()
                 x = codec((x / cfg.latent_scale).to(param_dtype(codec)), mode="decode")
         return to_channels_last(x.float().clamp(-1, 1))
+
+    def _sample_image(self, image, n: int, pixel_size, model_size, device) -> torch.Tensor | None:
+        """The image option -> the model-space condition (zeros when no image: the model's "no image" input)."""
+        cfg = self.config
+        if not cfg.image_condition:
+            if image is not None:
+                raise ValueError(f"{cfg.name} is not image-conditioned; drop image= or train with model.image_condition=true")
+            return None
+        c, (_, h, w), frames = cfg.channels, pixel_size, model_size[0]
+        if image is None:
+            return first_frame_condition(torch.zeros(n, cfg.model_shape.channels, *model_size[1:], device=device),
+                                         frames, torch.zeros(n, dtype=torch.bool))
+        image = torch.as_tensor(image, dtype=torch.float32, device=device)
+        if image.dim() == 3:
+            image = image[None].expand(n, -1, -1, -1)
+        if tuple(image.shape) != (n, c, h, w):
+            raise ValueError(f"image must be [{n}, {c}, {h}, {w}] (or [{c}, {h}, {w}]) in [-1, 1] for this clip "
+                             f"shape, got {list(image.shape)}; read_image(data, {h}, {w}) makes one")
+        return self.image_condition(image.to(param_dtype(self.net)), None, frames).float()
+
+    def _sample_sketch(self, sketch, n: int, pixel_size, device) -> torch.Tensor | None:
+        cfg = self.config
+        if sketch is None:
+            return None
+        if not cfg.control:
+            raise ValueError(f"{cfg.name} has no control branch; drop sketch= or train with model.control=true")
+        t, h, w = pixel_size
+        sketch = torch.as_tensor(sketch, dtype=torch.float32, device=device)
+        if sketch.dim() == 3:
+            sketch = sketch[None].expand(n, -1, -1, -1)
+        if sketch.dim() == 4:  # one picture held over every frame
+            sketch = sketch[:, :, None].expand(-1, -1, t, -1, -1)
+        if sketch.shape[0] != n or tuple(sketch.shape[2:]) != (t, h, w) or sketch.shape[1] not in (1, 3):
+            raise ValueError(f"sketch must be [{n}, 1 or 3, {t}, {h}, {w}] or [{n}, 1 or 3, {h}, {w}] in [-1, 1], "
+                             f"got {list(sketch.shape)}")
+        return sobel_edges(sketch.contiguous())
+
+    def sample_conditioning(self, batch: Batch, n: int) -> dict:
+        """Labels and captions, and where the model takes them the real clips' first frames and sketches."""
+        out = super().sample_conditioning(batch, n)
+        if self.config.image_condition:
+            out["image"] = batch.video[:n, :, 0]
+        if self.config.control:
+            out["sketch"] = batch.video[:n]
+        return out
 
     def _model_size(self, frames: int | None, height: int | None, width: int | None) -> tuple[int, int, int]:
         """(frames, height, width) the transformer sees for a pixel clip shape (the preset's where None)."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from .base import (
     Batch,
+    Conditioning,
     LossOutput,
     ModelConfig,
     VideoModel,
@@ -56,6 +57,11 @@ class GANConfig(ModelConfig):
     loss: Literal["hinge", "non_saturating"] = "hinge"
     r1_gamma: float = 0.0  # 0 disables the R1 penalty
     r1_interval: int = 16  # lazy regularisation: every r1_interval steps, scaled by r1_interval
+    # Image-to-video: the generator sees the first frame (encoded to its base grid and to a vector joining z)
+    # and the clip it makes starts with that frame itself; dropped with image_dropout so the same generator
+    # also makes clips from noise alone. The discriminators see the first frame in the clips they judge.
+    image_condition: bool = False
+    image_dropout: float = 0.1
 
     @property
     def up_stages(self) -> int:
@@ -85,6 +91,8 @@ class GANConfig(ModelConfig):
             self.fail("disc_channels is empty; set e.g. model.disc_channels=[32,64,128]")
         if self.image_discriminator and not 1 <= self.image_disc_frames <= self.frames:
             self.fail(f"image_disc_frames {self.image_disc_frames} must be in [1, frames={self.frames}]")
+        if not 0.0 <= self.image_dropout < 1.0:
+            self.fail(f"image_dropout {self.image_dropout} must be in [0, 1)")
         if self.r1_gamma < 0 or self.r1_interval < 1:
             self.fail("r1_gamma must be >= 0 and r1_interval >= 1; set model.r1_gamma=0 to disable R1")
 
@@ -103,7 +111,8 @@ class Generator(nn.Module):
         temporal_ups = round(math.log2(cfg.frames // cfg.base_frames))
         self.time_up = [i < temporal_ups for i in range(stages)]  # upsample time in the first stages
         self.class_embed = nn.Embedding(cfg.num_classes, cfg.z_dim) if cfg.num_classes else None
-        cond_dim = cfg.z_dim * (2 if cfg.num_classes else 1)
+        self.image = ImageEncoder(cfg.channels, ch[0], stages, cfg.z_dim) if cfg.image_condition else None
+        cond_dim = cfg.z_dim * (1 + (cfg.num_classes > 0) + (self.image is not None))
         self.fc = nn.Linear(cond_dim, ch[0] * math.prod(self.base))
         self.blocks = nn.ModuleList(
             ResBlock3d(ch[i], ch[i + 1], cfg.conv, cond_dim, cfg.dropout) for i in range(stages)
@@ -112,21 +121,69 @@ class Generator(nn.Module):
         self.out_conv = VideoConv(ch[-1], cfg.channels, cfg.conv)
         self.cond_dim, self.out_size = cond_dim, (cfg.frames, cfg.height, cfg.width)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cond = z if self.class_embed is None else torch.cat([z, self.class_embed(labels)], dim=1)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, image: torch.Tensor | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``image`` [B, C, H, W] the first frame and ``keep`` float [B] (1: given, 0: dropped), both required
+        by an image-conditioned generator."""
+        parts = [z] if self.class_embed is None else [z, self.class_embed(labels)]
+        grid = None
+        if self.image is not None:
+            if image is None or keep is None:
+                raise ValueError("this generator is image-conditioned: pass image= and keep= (zeros: no image)")
+            keep = keep.to(z.dtype).view(-1, 1, 1, 1)
+            grid, vector = self.image(image.to(z.dtype) * keep, keep)
+            parts.append(vector)
+        cond = torch.cat(parts, dim=1) if len(parts) > 1 else z
         x = self.fc(cond).view(z.shape[0], -1, *self.base)
+        if grid is not None:  # the picture's features at every base frame
+            x = x + grid[:, :, None]
         for block, time_up in zip(self.blocks, self.time_up):
             x = F.interpolate(x, scale_factor=(2 if time_up else 1, 2, 2), mode="nearest")
             x = block(x, cond)
-        return torch.tanh(self.out_conv(F.silu(self.out_norm(x))))
+        video = torch.tanh(self.out_conv(F.silu(self.out_norm(x))))
+        if grid is None:
+            return video
+        first = torch.where(keep > 0, image.to(video.dtype), video[:, :, 0])  # the given frame is the clip's first
+        return torch.cat([first[:, :, None], video[:, :, 1:]], dim=2)
 
     def flops(self) -> int:
         total = linear_flops(self.fc.in_features, self.fc.out_features)
+        if self.image is not None:
+            total += self.image.flops(self.out_size[1:])
         size = self.base
         for block, time_up in zip(self.blocks, self.time_up):
             size = (size[0] * (2 if time_up else 1), size[1] * 2, size[2] * 2)
             total += block.flops(size)
         return total + self.out_conv.flops(size)
+
+
+class ImageEncoder(nn.Module):
+    """The first frame (and a channel saying whether it is given) -> (features [B, out_ch, h, w] on the
+    generator's base grid, a vector [B, z_dim] that joins z): one stride-2 conv per upsampling stage."""
+
+    def __init__(self, channels: int, out_ch: int, stages: int, z_dim: int) -> None:
+        super().__init__()
+        widths = [max(16, out_ch >> (stages - 1 - i)) for i in range(stages)]
+        convs, in_ch = [], channels + 1
+        for width in widths:
+            convs.append(nn.Conv2d(in_ch, width, 4, stride=2, padding=1))
+            in_ch = width
+        self.convs = nn.ModuleList(convs)
+        self.to_grid = nn.Conv2d(in_ch, out_ch, 1)
+        self.to_vector = nn.Linear(in_ch, z_dim)
+
+    def forward(self, image: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([image, keep.expand(-1, 1, *image.shape[2:])], dim=1)
+        for conv in self.convs:
+            x = F.silu(conv(x))
+        return self.to_grid(x), self.to_vector(x.mean(dim=(2, 3)))
+
+    def flops(self, size: tuple[int, int]) -> int:
+        total, (h, w) = 0, size
+        for conv in self.convs:
+            h, w = h // 2, w // 2
+            total += conv_flops(conv, (h, w))
+        return total + conv_flops(self.to_grid, (h, w)) + linear_flops(self.to_vector.in_features, self.to_vector.out_features)
 
 
 # --- discriminators ---------------------------------------------------------------------------
@@ -296,14 +353,22 @@ class VideoGAN(VideoModel):
             )
         return batch.label
 
+    def _image(self, real: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The clips' first frames and which of them are given (the rest dropped), for an image-conditioned G."""
+        if not self.config.image_condition:
+            return None, None
+        keep = (torch.rand(real.shape[0]) >= self.config.image_dropout).to(real.device, real.dtype)
+        return real[:, :, 0], keep
+
     def losses(self, part: str, batch: Batch, step: int) -> LossOutput:
         cfg = self.config
         real, labels = batch.video, self._labels(batch)
         z = torch.randn(real.shape[0], cfg.z_dim, device=real.device, dtype=real.dtype)
+        image, keep = self._image(real)
         if part == "discriminator":
             self.discriminator.requires_grad_(True)  # frozen since the last generator step
             with torch.no_grad():
-                fake = self.generator(z, labels)
+                fake = self.generator(z, labels, image, keep)
             # Lazy R1 (a gradient of D wrt its input) only while training: validation runs under no_grad.
             r1_step = self.training and cfg.r1_gamma > 0 and step % cfg.r1_interval == 0
             real = real.detach().requires_grad_(r1_step)
@@ -331,7 +396,7 @@ class VideoGAN(VideoModel):
             # trainer's backward may recompute checkpointed D blocks or re-gather FSDP-sharded D
             # parameters, and both must see the same requires_grad as this forward did.
             self.discriminator.requires_grad_(False)
-            fake = self.generator(z, labels)
+            fake = self.generator(z, labels, image, keep)
             video_logits, frame_logits = self.discriminator(fake, labels)
             loss = generator_loss(cfg.loss, video_logits.float())
             if frame_logits is not None:
@@ -354,9 +419,31 @@ class VideoGAN(VideoModel):
         z = torch.randn(n, cfg.z_dim, device=device, generator=rng)
         if cfg.num_classes and labels is None:
             labels = torch.randint(cfg.num_classes, (n,), device=device, generator=rng)
+        image, keep = options.get("image"), None
+        if image is not None and not cfg.image_condition:
+            raise ValueError(f"{cfg.name} is not image-conditioned; drop image= or train with model.image_condition=true")
+        if cfg.image_condition:
+            shape = (n, cfg.channels, cfg.height, cfg.width)
+            keep = torch.full((n,), float(image is not None), device=device)
+            image = torch.zeros(shape, device=device) if image is None else torch.as_tensor(image, dtype=torch.float32, device=device)
+            if image.dim() == 3:
+                image = image[None].expand(n, -1, -1, -1)
+            if tuple(image.shape) != shape:
+                raise ValueError(f"image must be {list(shape)} (or {list(shape[1:])}) in [-1, 1], got {list(image.shape)}")
+        dtype = param_dtype(self.generator)
         with eval_mode(self):
-            video = self.generator(z.to(param_dtype(self.generator)), None if labels is None else labels.to(device))
+            video = self.generator(z.to(dtype), None if labels is None else labels.to(device),
+                                   None if image is None else image.to(dtype), keep)
         return to_channels_last(video.float())
+
+    def conditioning(self) -> Conditioning:
+        return Conditioning(classes=int(self.config.num_classes), image=self.config.image_condition)
+
+    def sample_conditioning(self, batch: Batch, n: int) -> dict:
+        out = super().sample_conditioning(batch, n)
+        if self.config.image_condition:
+            out["image"] = batch.video[:n, :, 0]
+        return out
 
     def generator_flops(self) -> int:
         return self._generator_flops

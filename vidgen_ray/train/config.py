@@ -63,6 +63,10 @@ class TrainConfig:
     early_stop_min_delta: float = 0.0  # an improvement smaller than this does not count
     async_checkpoint_upload: bool = True  # upload on a thread while training goes on
     seed: int = 0
+    # Fine-tuning: a checkpoint (path or URI) whose weights (its EMA where it has one) start this run when it
+    # is not resuming; this config may add modules (a control branch, an image condition), see
+    # checkpoints.initialise_from. Optimizer state and step start fresh.
+    init_from: str | None = None
     # Experiment trackers rank 0 logs to (vidgen_ray/tracking): tensorboard, wandb, mlflow; () = none.
     trackers: tuple[str, ...] = ("tensorboard",)
     tracker_project: str = "vidgen-ray"  # the W&B project, the MLflow experiment

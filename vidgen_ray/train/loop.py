@@ -182,6 +182,13 @@ def train_loop_per_worker(config: dict) -> None:
 
     # --- model, strategy, EMA ----------------------------------------------------------------------
     model = build_model(cfg.model)
+    if cfg.train.init_from and ray.train.get_checkpoint() is None:  # a resumed run has its own weights
+        from vidgen_ray.checkpoints import initialise_from
+
+        new = initialise_from(model, cfg.train.init_from)
+        if rank == 0:
+            log.info("initialised from %s%s", cfg.train.init_from,
+                     f" ({len(new)} tensors new to it, e.g. {new[0]})" if new else "")
     parts = parallelize(model, cfg.parallel, cfg.train, device, plan.total_steps)
     ema_part = model.sampling_part
     mesh = parts[ema_part].strategy.mesh  # (dp, sp): the ranks of a sequence-parallel group train on one batch

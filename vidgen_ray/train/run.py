@@ -227,6 +227,10 @@ def train(cfg: ExperimentConfig, address: str | None = None):
     if autoencoder and not storage.exists(storage.join(autoencoder, "meta.json")):
         raise ConfigError(f"model.autoencoder={autoencoder} is not a checkpoint (no meta.json there): give the "
                           f"directory of a trained VAE's checkpoint, e.g. runs/<name>/checkpoint_000001000")
+    start = cfg.train.init_from
+    if start and not storage.exists(storage.join(start, "meta.json")):
+        raise ConfigError(f"train.init_from={start} is not a checkpoint (no meta.json there): give the directory "
+                          f"of a trained model's checkpoint, e.g. runs/<name>/checkpoint_000001000")
     log.info("%s", cfg.summary())
     trainer = build_trainer(cfg)
     result = trainer.fit()
