@@ -165,6 +165,10 @@ def _absolute_local_paths(cfg: ExperimentConfig) -> None:
     local = storage.local_path(path) if path else None  # absolute, for a local path or file:// URI
     if local is not None and not os.path.isabs(path):
         cfg.model.autoencoder = local
+    encoder = getattr(cfg.model, "text_encoder_path", None)
+    local = storage.local_path(encoder) if encoder else None
+    if local is not None and not os.path.isabs(encoder):
+        cfg.model.text_encoder_path = local
     start = cfg.train.init_from
     local = storage.local_path(start) if start else None
     if local is not None and not os.path.isabs(start):

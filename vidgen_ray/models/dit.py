@@ -45,6 +45,7 @@ from .base import (
 from .conditioning import first_frame_condition, sobel_edges
 from .flops import attention_flops, linear_flops
 from .flow_matching import TimestepSampling, euler_sample, noisy_input, sample_timesteps, velocity_target
+from .pretrained_text import PretrainedTextEncoder
 from .text_encoder import ByteTextEncoder, encode_captions
 from .transformer_layers import MLP, CrossAttention, LayerNorm32, SelfAttention, TimestepEmbedding, sincos_embedding
 
@@ -72,6 +73,12 @@ class DiTConfig(ModelConfig):
     # Conditioning (num_classes: the class count; 0 = no class embedding).
     num_classes: int = 10
     caption: bool = True
+    # The caption encoder: "byte" (built in, trained with the model) or a frozen pretrained T5 / CLIP text
+    # encoder read from text_encoder_path (a save_pretrained folder, local or on object storage; nothing is
+    # downloaded), its tokens cut or padded to max_caption_tokens and projected to the model's width.
+    text_encoder: Literal["byte", "t5", "clip"] = "byte"
+    text_encoder_path: str | None = None
+    max_caption_tokens: int = 64
     max_caption_bytes: int = 32
     text_width: int = 64
     text_depth: int = 1
@@ -127,12 +134,20 @@ class DiTConfig(ModelConfig):
         super().validate()
         if self.hidden % self.heads:
             self.fail(f"hidden {self.hidden} is not divisible by heads {self.heads}; set model.heads")
-        if self.caption and self.text_width % self.text_heads:
+        if self.caption and self.text_encoder == "byte" and self.text_width % self.text_heads:
             self.fail(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
         if len(self.patch) != 3 or min(self.patch) < 1:
             self.fail(f"patch {self.patch} must be three positive ints (time, height, width)")
-        if self.depth < 1 or self.max_caption_bytes < 1:
-            self.fail("depth and max_caption_bytes must be >= 1")
+        if self.depth < 1 or self.max_caption_bytes < 1 or self.max_caption_tokens < 1:
+            self.fail("depth, max_caption_bytes and max_caption_tokens must be >= 1")
+        if self.text_encoder != "byte":
+            if not self.caption:
+                self.fail(f"text_encoder={self.text_encoder} reads captions but model.caption is false; set model.caption=true")
+            if not self.text_encoder_path:
+                self.fail(f"text_encoder={self.text_encoder} needs model.text_encoder_path: a folder written by "
+                          "save_pretrained (local or s3://, gs://, abfs://); nothing is downloaded")
+        elif self.text_encoder_path:
+            self.fail("model.text_encoder_path is set but text_encoder is byte; set model.text_encoder=t5 or clip")
         if min(self.latent_spatial_compression, self.latent_temporal_compression) < 1:
             self.fail("latent compressions must be >= 1 (1 = none)")
         if not self.latent and (self.latent_spatial_compression, self.latent_temporal_compression) != (1, 1):
@@ -233,11 +248,23 @@ class FinalLayer(nn.Module):
         return self.linear(_modulate(self.norm(x), shift, scale))
 
 
-class DiTNet(nn.Module):
-    """The trained part: (x_t [B, C, T, H, W], t [B], labels [B] | None, caption ids [B, L] | None)
-    -> velocity, same shape as x_t."""
+class TextProjection(nn.Module):
+    """A frozen pretrained encoder's token embeddings [B, L, width] -> the model's width (trained)."""
 
-    def __init__(self, cfg: DiTConfig) -> None:
+    def __init__(self, width: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm32(width)
+        self.proj = nn.Linear(width, out_dim)
+
+    def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.proj(self.norm(embeddings)), mask
+
+
+class DiTNet(nn.Module):
+    """The trained part: (x_t [B, C, T, H, W], t [B], labels [B] | None, caption [B, L] byte ids or
+    [B, L, W] pretrained embeddings | None, ...) -> the prediction, same shape as x_t."""
+
+    def __init__(self, cfg: DiTConfig, text_dim: int = 0) -> None:
         super().__init__()
         d, shape = cfg.hidden, cfg.model_shape
         self.grid, self.patch, self.channels = cfg.grid, tuple(cfg.patch), shape.channels
@@ -251,11 +278,11 @@ class DiTNet(nn.Module):
         self.t_embed = TimestepEmbedding(d)
         # Index num_classes is the "null" class used when the label is dropped (guidance).
         self.class_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
-        self.text = (
-            ByteTextEncoder(cfg.text_width, cfg.text_depth, cfg.text_heads, cfg.max_caption_bytes, d, cfg.dropout)
-            if cfg.caption
-            else None
-        )
+        self.text: nn.Module | None = None
+        if cfg.caption and cfg.text_encoder == "byte":
+            self.text = ByteTextEncoder(cfg.text_width, cfg.text_depth, cfg.text_heads, cfg.max_caption_bytes, d, cfg.dropout)
+        elif cfg.caption:
+            self.text = TextProjection(text_dim, d)
         self.blocks = nn.ModuleList(DiTBlock(cfg, "spatial" if i % 2 == 0 else "temporal") for i in range(cfg.depth))
         self.final = FinalLayer(d, math.prod(self.patch) * shape.channels)
         self.control = ControlBranch(cfg) if cfg.control else None
@@ -277,7 +304,7 @@ class DiTNet(nn.Module):
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
         if self.class_embed is not None:
             nn.init.normal_(self.class_embed.weight, std=0.02)
-        if self.text is not None:
+        if isinstance(self.text, ByteTextEncoder):
             nn.init.normal_(self.text.embed.weight, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.ada.weight)
@@ -298,10 +325,12 @@ class DiTNet(nn.Module):
         caption_ids: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
         control: torch.Tensor | None = None,
+        caption_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``image``: the first-frame condition in model space [B, C + 1, T, H, W] (zeros: none), required
         when the net was built with it; ``control``: a pixel-space edge map [B, 1, T, H, W] (None: the
-        control branch is skipped, which is exactly the model without it)."""
+        control branch is skipped, which is exactly the model without it); ``caption_mask``: bool [B, L],
+        True on real tokens, with a pretrained encoder's embeddings (byte ids carry their own padding)."""
         b = x.shape[0]
         tg, hg, wg = self.grid_of(x.shape[2:])
         if self.patch_embed.in_channels != x.shape[1]:  # the image condition's channels join the input's
@@ -314,8 +343,10 @@ class DiTNet(nn.Module):
         if self.class_embed is not None:
             c = c + self.class_embed(labels)
         text = text_mask = None
-        if self.text is not None:
+        if isinstance(self.text, ByteTextEncoder):
             text, text_mask = self.text(caption_ids)
+        elif self.text is not None:
+            text, text_mask = self.text(caption_ids, caption_mask)
         split = self.sequence is not None
         hints: list[torch.Tensor] = []
         if self.control is not None and control is not None:
@@ -404,8 +435,9 @@ def _sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
     return torch.cat([rows, cols], dim=-1).reshape(h * w, dim)
 
 
-def dit_flops(cfg: DiTConfig) -> int:
-    """Analytic forward FLOPs of DiTNet for one clip (the formula FlopCounterMode reproduces)."""
+def dit_flops(cfg: DiTConfig, text_dim: int = 0) -> int:
+    """Analytic forward FLOPs of DiTNet for one clip (the formula FlopCounterMode reproduces); a frozen
+    pretrained text encoder is not counted (like the frozen VAE), its projection is."""
     d, shape = cfg.hidden, cfg.model_shape
     tg, hg, wg = cfg.grid
     s, n = hg * wg, tg * hg * wg
@@ -413,7 +445,10 @@ def dit_flops(cfg: DiTConfig) -> int:
     mlp = int(d * cfg.mlp_ratio)
     total = linear_flops(math.prod(cfg.patch) * cfg.input_channels, d, n)  # patch embedding (a matmul per patch)
     total += linear_flops(256, d) + linear_flops(d, d)  # timestep MLP
-    text_len = cfg.max_caption_bytes
+    byte_text = cfg.caption and cfg.text_encoder == "byte"
+    text_len = cfg.max_caption_bytes if byte_text else cfg.max_caption_tokens
+    if cfg.caption and not byte_text:
+        total += linear_flops(text_dim, d, text_len)
     blocks = list(range(cfg.depth))
     if cfg.control:  # edge embedding, the input projection, the block copies and their output projections
         total += linear_flops(math.prod(p * f for p, f in zip(cfg.patch, cfg.compression)), d, n)
@@ -428,7 +463,7 @@ def dit_flops(cfg: DiTConfig) -> int:
             total += 2 * linear_flops(d, d, n) + linear_flops(d, 2 * d, text_len)
             total += attention_flops(1, n, text_len, d)
     total += linear_flops(d, 2 * d) + linear_flops(d, patch_out, n)  # final adaLN + projection
-    if cfg.caption:
+    if byte_text:
         w = cfg.text_width
         per_layer = linear_flops(w, 3 * w, text_len) + attention_flops(1, text_len, text_len, w)
         per_layer += linear_flops(w, w, text_len) + 2 * linear_flops(w, 4 * w, text_len)
@@ -443,15 +478,25 @@ class VideoDiT(VideoModel):
         super().__init__()
         config.validate()
         self.config = config
-        self.net = DiTNet(config)
+        # A pretrained caption encoder is frozen and outside the trained part (not in the state dict: the
+        # checkpoint names its folder); only its width is read here, the weights on the first caption.
+        self.text_encoder: PretrainedTextEncoder | None = None
+        text_dim = 0
+        if config.caption and config.text_encoder != "byte":
+            self.text_encoder = PretrainedTextEncoder(config.text_encoder, config.text_encoder_path,
+                                                      config.max_caption_tokens)
+            text_dim = self.text_encoder.width
+        self.net = DiTNet(config, text_dim)
         self.autoencoder: nn.Module | None = None
-        self._flops = dit_flops(config)
+        self._flops = dit_flops(config, text_dim)
 
     def conditioning(self) -> Conditioning:
         cfg = self.config
-        # The text encoder spends one byte position on BOS and would cut the rest silently.
+        # The byte encoder spends one position on BOS and would cut the rest silently; a pretrained encoder's
+        # tokenizer cuts at max_caption_tokens (a token is several bytes: the byte bound is a generous one).
+        caption_bytes = (cfg.max_caption_bytes - 1 if cfg.text_encoder == "byte" else 16 * cfg.max_caption_tokens)
         return Conditioning(classes=cfg.num_classes, captions=cfg.caption,
-                            max_caption_bytes=cfg.max_caption_bytes - 1 if cfg.caption else 0,
+                            max_caption_bytes=caption_bytes if cfg.caption else 0,
                             default_steps=cfg.sample_steps, default_guidance=cfg.guidance,
                             image=cfg.image_condition, sketch=cfg.control,
                             default_image_guidance=cfg.image_guidance if cfg.image_condition else None)
@@ -494,18 +539,22 @@ class VideoDiT(VideoModel):
     # --- conditioning ---------------------------------------------------------------------
     def _conditions(
         self, labels: torch.Tensor | None, captions: list[str] | None, drop: torch.Tensor, device: torch.device
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Labels and caption ids on ``device`` with the rows in ``drop`` (bool [n], CPU) made
-        unconditional: the null class and the empty caption."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(labels, caption, caption mask) on ``device`` with the rows in ``drop`` (bool [n], CPU) made
+        unconditional: the null class and the empty caption. The caption is byte ids (mask None) or a
+        pretrained encoder's embeddings and mask."""
         cfg = self.config
-        label_out = ids = None
+        label_out = text = mask = None
         if cfg.num_classes:
             labels = labels.to(device)
             label_out = torch.where(drop.to(device), torch.full_like(labels, cfg.num_classes), labels)
         if cfg.caption:
             kept = ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
-            ids = encode_captions(kept, cfg.max_caption_bytes).to(device)
-        return label_out, ids
+            if self.text_encoder is None:
+                text = encode_captions(kept, cfg.max_caption_bytes).to(device)
+            else:
+                text, mask = self.text_encoder.encode(kept, device)
+        return label_out, text, mask
 
     def _check_batch(self, batch: Batch) -> None:
         cfg = self.config
@@ -527,7 +576,7 @@ class VideoDiT(VideoModel):
     def shard_units(self, part: str) -> list[nn.Module]:
         if part != "model":
             raise KeyError(f"dit has one part, 'model', not {part!r}")
-        text_layers = [] if self.net.text is None else list(self.net.text.layers)
+        text_layers = list(self.net.text.layers) if isinstance(self.net.text, ByteTextEncoder) else []
         control = [] if self.net.control is None else list(self.net.control.blocks)
         return [*self.net.blocks, *text_layers, *control]
 
@@ -573,7 +622,7 @@ class VideoDiT(VideoModel):
         x0 = self._encode(batch.video)
         n, device = x0.shape[0], x0.device
         drop = torch.rand(n) < cfg.cond_dropout  # host RNG: caption dropping happens on the host
-        labels, ids = self._conditions(batch.label, batch.caption, drop, device)
+        labels, text, text_mask = self._conditions(batch.label, batch.caption, drop, device)
         image = control = None
         if cfg.image_condition:  # the clip's own first frame, dropped for some clips (guidance on the image)
             keep = torch.rand(n) >= cfg.image_dropout
@@ -583,7 +632,7 @@ class VideoDiT(VideoModel):
         noise = torch.randn_like(x0)
         t = sample_timesteps(n, cfg.timestep_sampling, device, cfg.timestep_shift)
         x_t = noisy_input(x0, noise, t)
-        velocity = self.velocity(self.net(x_t, t, labels, ids, image, control), x_t, t)
+        velocity = self.velocity(self.net(x_t, t, labels, text, image, control, text_mask), x_t, t)
         # A data prediction's target goes through the same floored t, so the clean clip stays the optimum
         # below min_t too (with the plain noise - x0 target it would be biased towards x_t there).
         target = self.velocity(x0, x_t, t) if cfg.prediction == "data" else velocity_target(x0, noise)
@@ -674,7 +723,8 @@ class VideoDiT(VideoModel):
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             k = len(sets)
             xk, tk = torch.cat([x] * k), torch.cat([t] * k)
-            out = self.net(xk.to(dtype), tk, *batched, control_all)
+            labels_k, text_k, mask_k, image_k = batched
+            out = self.net(xk.to(dtype), tk, labels_k, text_k, image_k, control_all, mask_k)
             v = self.velocity(out, xk, tk, SAMPLE_MIN_T).float().chunk(k)
             if text_guided and image_guided:  # v(none) + s_I (v(image) - v(none)) + s_T (v(all) - v(image))
                 return v[2] + image_guidance * (v[1] - v[2]) + guidance * (v[0] - v[1])
