@@ -198,7 +198,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     fmt = "npy" if args.out.endswith(".npy") else "mp4"
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     fields = {"class": args.label, "caption": args.caption, "seed": args.seed, "frames": args.frames,
-              "height": args.height, "width": args.width, "steps": args.steps, "guidance": args.guidance}
+              "height": args.height, "width": args.width, "steps": args.steps, "guidance": args.guidance,
+              "image_guidance": args.image_guidance}
+    import base64
+
+    for name in ("image", "sketch"):  # a picture travels as POST /generate's base64 field, checked the same way
+        path = getattr(args, name)
+        if path is not None:
+            if not Path(path).is_file():
+                print(f"vidgen-ray sample: --{name} {path} is not a file", file=sys.stderr)
+                return 2
+            fields[name] = base64.b64encode(Path(path).read_bytes()).decode()
     engine = Engine(ServeConfig(checkpoint=args.checkpoint, use_ema=not args.no_ema, device=args.device,
                                 num_gpus=1 if gpu else 0))
     try:
@@ -333,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, help="a trained shape's width")
     p.add_argument("--steps", type=int, help="sampling steps (transformer)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (transformer)")
+    p.add_argument("--image", help="a PNG / JPEG the video starts from (models trained with model.image_condition)")
+    p.add_argument("--image-guidance", type=float, help="guidance scale on the image (transformer; 1 = none)")
+    p.add_argument("--sketch", help="a PNG / JPEG whose edges steer the video (models trained with model.control)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--no-ema", action="store_true", help="the raw weights instead of their moving average")
     p.set_defaults(func=cmd_sample)

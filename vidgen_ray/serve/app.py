@@ -123,7 +123,8 @@ class VideoGenerator:
 
     @api.post("/generate")
     async def generate(self, request: Request) -> Response:
-        parsed = parse_request(await request.body(), self.config.limits.max_body_bytes)
+        card = self.engine.card
+        parsed = parse_request(await request.body(), self.config.limits.body_limit(int(card.image) + int(card.sketch)))
         job = self.engine.validate(parsed)
         self._in_flight += 1
         try:

@@ -36,10 +36,17 @@ class RequestLimits:
     max_guidance: float = 20.0
     max_caption_chars: int = 512
     max_seed: int = 2**31 - 1
-    max_body_bytes: int = 16 * 1024
+    max_body_bytes: int = 16 * 1024  # without images; a model that takes images allows body_limit(...)
+    max_image_bytes: int = 4 * 1024 * 1024  # one decoded-from-base64 PNG / JPEG ('image', 'sketch')
+    max_image_pixels: int = 4096 * 4096
+
+    def body_limit(self, images: int) -> int:
+        """The request body bound for a model taking ``images`` pictures: base64 is 4/3 of the bytes."""
+        return self.max_body_bytes + images * (4 * self.max_image_bytes // 3 + 4)
 
     def validate(self) -> None:
-        for name in ("max_frames", "max_steps", "max_caption_chars", "max_seed", "max_body_bytes"):
+        for name in ("max_frames", "max_steps", "max_caption_chars", "max_seed", "max_body_bytes", "max_image_bytes",
+                     "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
         if not self.max_guidance >= 1.0:

@@ -16,17 +16,20 @@ response headers describe: ``model.sample(x-vidgen-fused-size, x-vidgen-fused-se
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from vidgen_ray.media import encode_mp4
 from vidgen_ray.models.base import count_parameters, to_uint8
+from vidgen_ray.models.conditioning import read_image
 from vidgen_ray.runtime import get_logger
 from vidgen_ray.serve.config import ServeConfig
 from vidgen_ray.serve.schema import MEDIA_TYPES, GenerateRequest, RequestError
@@ -52,6 +55,9 @@ class ModelCard:
     default_steps: int | None  # None: the family has no sampling steps
     default_guidance: float | None  # None: the family has no guidance
     needs_context: bool  # a predictor: it continues given frames instead of generating from noise
+    image: bool  # takes 'image' (a first frame)
+    sketch: bool  # takes 'sketch' (a picture whose edges steer the video)
+    default_image_guidance: float | None  # None: no guidance on the image
     shapes: list  # [frames, height, width] it was trained at and samples at: its buckets, else its own shape
     step: int  # training step of the checkpoint
     device: str
@@ -73,11 +79,14 @@ class Job:
     guidance: float | None
     format: str
     shape: tuple[int, int, int] = (0, 0, 0)  # (frames, height, width) sampled; the first ``frames`` are kept
+    image: torch.Tensor | None = field(default=None, compare=False)  # float [C, H, W] in [-1, 1], at ``shape``
+    sketch: torch.Tensor | None = field(default=None, compare=False)
+    image_guidance: float | None = None
 
     @property
     def options(self) -> tuple:
-        """Requests with equal options can share one ``model.sample`` call."""
-        return (self.steps, self.guidance, self.shape)
+        """Requests with equal options can share one ``model.sample`` call (with or without a picture alike)."""
+        return (self.steps, self.guidance, self.shape, self.image is not None, self.sketch is not None, self.image_guidance)
 
 
 @dataclass
@@ -139,6 +148,9 @@ class Engine:
             default_steps=conditioning.default_steps,
             default_guidance=conditioning.default_guidance,
             needs_context=conditioning.context_frames > 0,
+            image=conditioning.image,
+            sketch=conditioning.sketch,
+            default_image_guidance=conditioning.default_image_guidance,
             shapes=_trained_shapes(experiment),
             step=int(meta.get("state", {}).get("step", 0)),
             device=str(self.device),
@@ -188,7 +200,36 @@ class Engine:
             raise RequestError(422, f"'guidance' {guidance} must be in 0..{limits.max_guidance} (1 = no guidance)")
         if request.format == "mp4" and card.channels != 3:
             raise RequestError(422, f"mp4 needs 3 channels, {card.name} makes {card.channels}; ask for format 'npy'")
-        return Job(seed, request.label, request.caption, frames, steps, guidance, request.format, shape)
+        image = self._picture("image", request.image, card.image, shape, "model.image_condition=true")
+        sketch = self._picture("sketch", request.sketch, card.sketch, shape, "model.control=true")
+        image_guidance = None
+        if request.image_guidance is not None and card.default_image_guidance is None:
+            raise RequestError(422, f"{card.name} has no sampling option 'image_guidance'; drop it")
+        if image is not None and card.default_image_guidance is not None:  # a GAN has no guidance to set
+            image_guidance = card.default_image_guidance if request.image_guidance is None else request.image_guidance
+            if not (math.isfinite(image_guidance) and 0.0 <= image_guidance <= limits.max_guidance):
+                raise RequestError(422, f"'image_guidance' {image_guidance} must be in 0..{limits.max_guidance} (1 = none)")
+        return Job(seed, request.label, request.caption, frames, steps, guidance, request.format, shape,
+                   image, sketch, image_guidance)
+
+    def _picture(self, name: str, data: str | None, supported: bool, shape, fix: str) -> torch.Tensor | None:
+        """A base64 PNG / JPEG field -> float [C, H, W] at the sampled shape's size, or a 4xx naming the problem."""
+        if data is None:
+            return None
+        card, limits = self.card, self.config.limits
+        if not supported:
+            raise RequestError(422, f"{card.name} takes no '{name}' (it was not trained with {fix}); drop it")
+        if len(data) > limits.body_limit(1):
+            raise RequestError(413, f"'{name}' is {len(data)} base64 characters; the limit is {limits.max_image_bytes} bytes")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(422, f"'{name}' is not base64: send the PNG / JPEG file's bytes base64-encoded") from None
+        try:
+            return read_image(raw, shape[1], shape[2], card.channels, limits.max_image_bytes, limits.max_image_pixels)
+        except ValueError as exc:
+            status = 413 if "limit" in str(exc) else 422
+            raise RequestError(status, f"'{name}': {exc}") from None
 
     def _shape(self, request: GenerateRequest) -> tuple[tuple[int, int, int], int]:
         """(the trained shape to sample at, frames to keep): the requested size (default: the model's), its
@@ -267,8 +308,13 @@ class Engine:
         if card.num_classes and any(job.label is not None for job in group):
             labels = torch.tensor([self._label(job) for job in group], dtype=torch.long)
         captions = [job.caption or "" for job in group] if card.caption else None
-        steps, guidance, shape = group[0].options
-        options = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+        steps, guidance, shape, has_image, has_sketch, image_guidance = group[0].options
+        options = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("image_guidance", image_guidance))
+                   if v is not None}
+        if has_image:
+            options["image"] = torch.stack([job.image for job in group])
+        if has_sketch:
+            options["sketch"] = torch.stack([job.sketch for job in group])
         if shape != (card.frames, card.height, card.width):  # another trained bucket (the DiT samples any grid)
             options.update(frames=shape[0], height=shape[1], width=shape[2])
         with torch.inference_mode():

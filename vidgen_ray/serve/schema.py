@@ -6,6 +6,11 @@ Two layers of checks: pydantic takes the shape (known fields only, strict JSON t
 
     {"class": 3, "caption": "a red ball", "seed": 7, "frames": 8, "steps": 8, "guidance": 2.0, "format": "mp4"}
 
+Image-to-video models take ``image`` (base64 PNG / JPEG; resized to cover the clip and centre-cropped, like the
+training clips' frames), control models a ``sketch`` picture (its Sobel edges steer every frame); both are bounded
+in bytes and pixels (``limits.max_image_bytes`` / ``max_image_pixels``) and ``GET /metadata`` says which a model
+takes (``image``, ``sketch``).
+
 A model trained on buckets of shapes (``data.buckets``) samples at any of them: ``height`` and ``width`` pick
 the bucket's size and ``frames`` the first N frames of the shortest trained clip of that size that holds N
 (without ``frames``: the model's own clip, or that size's longest; ``GET /metadata`` lists ``shapes``);
@@ -38,6 +43,9 @@ class GenerateRequest(BaseModel):
     width: int | None = Field(default=None, description="a trained shape's width (default: the model's)")
     steps: int | None = Field(default=None, description="sampling steps (transformer)")
     guidance: float | None = Field(default=None, description="classifier-free guidance scale, 1 = none (transformer)")
+    image: str | None = Field(default=None, description="base64 PNG / JPEG: the first frame (image-to-video models)")
+    image_guidance: float | None = Field(default=None, description="guidance scale on the image, 1 = none (transformer)")
+    sketch: str | None = Field(default=None, description="base64 PNG / JPEG whose edges steer the video (control models)")
     format: OutputFormat = Field(default="mp4", description="mp4 (H.264) or npy (uint8 [T, H, W, C])")
 
 
