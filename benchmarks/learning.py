@@ -18,7 +18,8 @@ What runs, all through the real pipeline on a local Ray instance:
 4. Per family: Ray Train (1 worker, 2 threads) for the family's steps, checkpoints at ``--points``
    evenly spaced steps; then each checkpoint (and the untrained model, step 0) is sampled N times,
    conditioned like A (its labels; the predictor its first context frames), and scored:
-   FVD, FID, class_accuracy (where a class was asked for), and
+   FVD, FID, class_accuracy (where a class was asked for), ``first_frame_psnr`` for ``dit-i2v`` (sampled from
+   A's first frames: frame 0 against the frame it was given), and
    VAE: reconstruction PSNR/SSIM of A; predictor: PSNR/SSIM of the predicted frames against the truth
    and against copying the last context frame (``psnr_vs_copy_db``).
    ``dit-latent`` trains on the latents of the ``vae`` family's final checkpoint (trained first).
@@ -59,6 +60,7 @@ class Family:
     needs: str | None = None  # a family whose final checkpoint this one builds on
     conditioned: bool = True  # class labels condition the samples: class_accuracy is measured
     buckets: tuple[str, ...] = ()  # trains on the same videos prepared into these shapes (data.buckets)
+    image: bool = False  # image-to-video: sampled from each real clip's first frame; first_frame_psnr is measured
 
 
 FAMILIES: dict[str, Family] = {
@@ -77,6 +79,11 @@ FAMILIES: dict[str, Family] = {
         "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=3e-3", "train.optim.beta2=0.99",
         "model.guidance=2.0", "train.ema_decay=0.995"], steps=1300,
         buckets=("16x32x32", "24x32x32", "16x24x32", "24x24x32")),
+    # Image-to-video: the pixel DiT given each clip's first frame (10 % of the time none, for guidance); sampled
+    # from the held-out clips' first frames, frame 0 of each sample is compared with its condition.
+    "dit-i2v": Family("dit-i2v", "dit-i2v-debug", [
+        "model.num_classes=4", "model.caption=false", "train.batch_size=16", "train.optim.lr=3e-3", "train.optim.beta2=0.99",
+        "model.guidance=2.0", "train.ema_decay=0.995"], steps=1300, image=True),
     "gan": Family("gan", "gan-debug", [
         "model.num_classes=4", "model.base_frames=2", "train.batch_size=16", "train.optim.lr=2e-4",
         "train.optim.beta1=0.0", "train.optim.beta2=0.99", "train.optim.discriminator_lr_mult=2.0",
@@ -87,7 +94,7 @@ FAMILIES: dict[str, Family] = {
         "train.batch_size=16", "train.optim.lr=2e-3", "model.context_frames=4", "model.stem_stride=2"], steps=900,
         conditioned=False),
 }
-ORDER = ("vae", "dit", "dit-buckets", "dit-latent", "gan", "rnn")
+ORDER = ("vae", "dit", "dit-buckets", "dit-i2v", "dit-latent", "gan", "rnn")
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -214,10 +221,12 @@ def generate(model, family: Family, real, batch: int = 32) -> np.ndarray:
     for i in range(0, len(real), batch):
         chunk = real.subset(np.arange(i, min(i + batch, len(real))))
         cond: dict = {}
+        video = torch.from_numpy(chunk.videos).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
         if family.name.startswith(("dit", "gan")):
             cond["labels"] = torch.from_numpy(chunk.labels)
+        if family.image:
+            cond["image"] = video[:, :, 0]
         if family.name == "rnn":
-            video = torch.from_numpy(chunk.videos).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
             cond["context"] = video[:, :, : model.config.context_frames]
         out.append(to_uint8(model.sample(len(chunk), seed=1000 + i, **cond)).cpu().numpy())
     return np.concatenate(out)
@@ -257,6 +266,10 @@ def score(model, family: Family, real: RealSets, scorer: Scorer, classifier) -> 
     if family.conditioned:
         out["class_accuracy"] = accuracy(classifier, fake, real.a.labels)
     out.update(pixel_scores(model, family, real.a))
+    if family.image:  # frame 0 of each sample against the held-out first frame it was given
+        from vidgen_ray.evaluate.pixel import psnr
+
+        out["first_frame_psnr"] = float(np.mean([psnr(r[:1], f[:1]) for r, f in zip(real.a.videos, fake)]))
     return out, fake
 
 
@@ -368,7 +381,8 @@ def print_table(result: dict) -> None:
     print(f"{'family':<11}{'steps':>6}{'cpu-min':>8}{'FVD 0 -> end':>20}{'FID 0 -> end':>18}{'class acc':>10}  other")
     for name, f in result["families"].items():
         first, last = f["curve"][0], f["curve"][-1]
-        other = " ".join(f"{k} {last[k]:.2f}" for k in ("recon_psnr", "psnr", "psnr_copy", "psnr_vs_copy_db") if k in last)
+        other = " ".join(f"{k} {last[k]:.2f}" for k in ("recon_psnr", "psnr", "psnr_copy", "psnr_vs_copy_db",
+                                                          "first_frame_psnr") if k in last)
         acc = f"{last['class_accuracy']:.3f}" if "class_accuracy" in last else "-"
         print(f"{name:<11}{f['steps']:>6}{f['cpu_minutes']:>8.1f}{first['fvd']:>9.0f} -> {last['fvd']:<7.0f}"
               f"{first['fid']:>8.0f} -> {last['fid']:<7.0f}{acc:>10}  {other}")

@@ -20,6 +20,13 @@ prepared at the preset's one shape, and prepared into those buckets (``data.buck
 to the same pixels), and prints samples/s, tokens/s, the padded share and each bucket's step time side by side:
 
     python benchmarks/train_throughput.py --strategies ddp --buckets 8x32x32,16x32x32,16x24x32,8x24x32 --steps 40
+
+``--latent-cache VAE_CHECKPOINT`` (or ``random:vae-debug``, a VAE preset with random weights at the clip shape:
+timing does not depend on what it learned) instead trains the preset as a latent DiT on that VAE's latents twice
+with the first strategy: encoding every batch live, and from latents precomputed by ``data encode`` (their
+encode time printed beside), and prints step time and samples/s side by side:
+
+    python benchmarks/train_throughput.py --strategies ddp --latent-cache random:vae-debug --steps 40
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ def main() -> None:
     parser.add_argument("--trackers", help="compare tracker sets on the first strategy, e.g. none,tensorboard,tensorboard+wandb")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the tracker comparison")
     parser.add_argument("--buckets", help="compare one shape with these buckets (FxHxW,...) on the first strategy")
+    parser.add_argument("--latent-cache", help="compare live VAE encoding with precomputed latents: a VAE checkpoint, "
+                                               "or random:<vae preset>")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -104,6 +113,10 @@ def main() -> None:
                 # the loop's steps alone (data wait, step, scalar logging; not start-up, samples, checkpoints)
                 "loop_samples_per_s": state["samples_seen"] / state["train_seconds"]}
 
+    if args.latent_cache:
+        strategy = args.strategies.split(",")[0]
+        figures["latent_cache"] = latent_cache(args, probe_cfg, data, root, strategy, run)
+        return _write(args.json, figures)
     if args.buckets:
         strategy = args.strategies.split(",")[0]
         shapes = tuple(tuple(int(v) for v in b.split("x")) for b in args.buckets.split(","))
@@ -163,6 +176,53 @@ def main() -> None:
         line = f"{name:<12}{f['samples_per_s']:>11.2f}{f['samples_per_s'] / base:>7.2f}x{f['data_wait_fraction'] * 100:>10.1f}%{f['step_time_s']:>8.2f}"
         print(line + (f"{f['mfu'] * 100:>7.1f}%" if args.gpu else ""))
     _write(args.json, figures)
+
+
+def latent_cache(args, probe_cfg, data: str, root: Path, strategy: str, run) -> dict:
+    """The preset as a latent DiT, live encoding against the cache, on the same prepared clips."""
+    import torch
+
+    from vidgen_ray.checkpoints import load_for_inference
+    from vidgen_ray.config import load_experiment, to_dict
+    from vidgen_ray.data import latents
+    from vidgen_ray.data.normalize import Normalizer
+    from vidgen_ray.models.registry import build_model
+
+    vae_uri = args.latent_cache
+    if vae_uri.startswith("random:"):
+        m = probe_cfg.model
+        experiment = load_experiment(vae_uri.split(":", 1)[1], sets=[f"model.frames={m.frames}", f"model.height={m.height}",
+                                                                     f"model.width={m.width}"])
+        vae = build_model(experiment.model)
+        directory = root / "vae" / "checkpoint_000000000"
+        directory.mkdir(parents=True)
+        (directory / "meta.json").write_text(json.dumps({"experiment": to_dict(experiment), "state": {"step": 0}}))
+        torch.save({"weights": {n: p.state_dict() for n, p in vae.parts().items()}, "ema": None, "ema_part": "model"},
+                   directory / "model.pt")
+        vae_uri = str(directory)
+    vae_cfg = load_for_inference(vae_uri)[1].model
+    started = time.perf_counter()
+    encoded = latents.encode_prepared(data, latents.resolve_encoders([vae_uri]), Normalizer())["latents"]
+    encode_s = time.perf_counter() - started
+    patch = "1,2,2" if vae_cfg.spatial_compression >= 4 else "1,4,4"
+    sets = [f"model.autoencoder={vae_uri}", f"model.latent_channels={vae_cfg.z_channels}",
+            f"model.latent_spatial_compression={vae_cfg.spatial_compression}",
+            f"model.latent_temporal_compression={vae_cfg.temporal_compression}", f"model.patch={patch}",
+            "data.augment.temporal_shift=0"]
+    run(strategy, "bench-latent-warmup", *sets, "data.latent_cache=live")
+    out = {"vae": vae_uri, "vae_preset": vae_cfg.name, "encode_seconds": round(encode_s, 2), "clips_encoded": encoded["clips"],
+           "live": run(strategy, "bench-latent-live", *sets, "data.latent_cache=live"),
+           "cached": run(strategy, "bench-latent-cached", *sets, "data.latent_cache=require")}
+    out["step_time_ratio"] = out["cached"]["step_time_s"] / out["live"]["step_time_s"]
+    out["samples_per_s_ratio"] = out["cached"]["samples_per_s"] / out["live"]["samples_per_s"]
+    print(f"\n{args.preset} on {vae_cfg.name} latents, {strategy}, {args.workers} workers x batch {args.batch} "
+          f"(last {args.steps // 2} steps); the cache took {encode_s:.1f} s to write ({sum(encoded['clips'].values())} clips)")
+    for name in ("live", "cached"):
+        f = out[name]
+        print(f"{name:<8}{f['samples_per_s']:>8.2f} samples/s  {f['step_time_s']:.3f} s/step  data wait "
+              f"{f['data_wait_fraction'] * 100:.1f}%")
+    print(f"cached / live: step time {out['step_time_ratio']:.3f}x, samples/s {out['samples_per_s_ratio']:.3f}x")
+    return out
 
 
 def _write(path: str | None, figures: dict) -> None:

@@ -60,6 +60,14 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_encode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encode", action="append", default=[], metavar="CHECKPOINT_OR_ENCODER",
+                   help="precompute for training: a VAE checkpoint (latents), a T5 / CLIP save_pretrained folder "
+                        "(caption embeddings) or a latent DiT checkpoint (both); repeatable")
+    p.add_argument("--text-encoder-tokens", dest="text_encoder_tokens", type=int, default=64,
+                   help="tokens per caption for a text-encoder folder (the DiT's model.max_caption_tokens; default 64)")
+
+
 def _data_config(args: argparse.Namespace):
     from vidgen_ray.configs import parse_set_args, set_dotted, validate_all
     from vidgen_ray.data.config import DataConfig
@@ -102,6 +110,27 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     init_ray(address=args.address, workers_per_cpu=cfg.decode_tasks_per_cpu)
     prepare(cfg, args.out, rows_per_shard=args.rows_per_shard)  # logs the accounting summary (once)
     print(f"clips and report: {args.out}")
+    if args.encode:
+        return _encode(args.out, args.encode, args.text_encoder_tokens, cfg.normalize)
+    return 0
+
+
+def cmd_data_encode(args: argparse.Namespace) -> int:
+    from vidgen_ray.runtime import init_ray
+
+    init_ray(address=args.address)
+    return _encode(args.prepared, args.encode, args.text_encoder_tokens, args.normalize)
+
+
+def _encode(prepared: str, names: list[str], tokens: int, normalize: str) -> int:
+    """``--encode``: VAE latents and/or caption embeddings beside a prepared dataset's shards (data/latents.py)."""
+    from vidgen_ray.data.latents import encode_prepared, normalizer_for_prepared, resolve_encoders
+
+    encoders = resolve_encoders(names, tokens)
+    done = encode_prepared(prepared, encoders, normalizer_for_prepared(prepared, normalize))
+    for kind, summary in done.items():
+        state = "reused" if summary["reused"] else f"encoded in {summary['seconds']} s"
+        print(f"{kind}: {summary['root']} ({state}; clips {summary['clips']})")
     return 0
 
 
@@ -314,7 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="where to write clips, report and prepared.json")
             p.add_argument("--rows-per-shard", dest="rows_per_shard", type=int, default=16,
                            help="clips per parquet shard (the unit of shuffling and resume; default 16)")
+            _add_encode_args(p)
         p.set_defaults(func=func)
+
+    p = dsub.add_parser("encode", help="precompute VAE latents / caption embeddings beside a prepared dataset")
+    p.add_argument("prepared", help="a prepared dataset (vidgen-ray data prepare's --out)")
+    _add_encode_args(p)
+    p.add_argument("--normalize", default="minus_one_one", choices=["minus_one_one", "zero_one", "mean_std"],
+                   help="the training run's data.normalize (the latents are of clips normalised this way)")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local instance)")
+    p.set_defaults(func=cmd_data_encode)
 
     p = sub.add_parser("train", help="train a model on Ray Train (DDP / FSDP2 / DeepSpeed)")
     _add_experiment_args(p)

@@ -146,6 +146,10 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalize: Literal["minus_one_one", "zero_one", "mean_std"] = "minus_one_one"
     cache: str | None = None  # URI root for decoded-clip parquet shards keyed by the preprocessing config
+    # Precomputed VAE latents / caption embeddings of a prepared dataset (data/latents.py, `data prepare
+    # --encode`): "auto" uses them when their key matches the run, "require" fails when they do not, "live" never
+    # reads them (the encoders run at every step).
+    latent_cache: Literal["auto", "require", "live"] = "auto"
     files_per_task: int = 2  # decode batch: a few files, since decoded video is 10-100x its file size
     # A file asked for more clips than this is cut into time segments, each its own decode unit, so a
     # long video is decoded by several tasks at once instead of holding up the stream (0 = never cut).

@@ -34,6 +34,7 @@ from vidgen_ray import storage
 from vidgen_ray.configs import ConfigError
 from vidgen_ray.data import augment as aug_lib
 from vidgen_ray.data.catalog import SPLITS, build_catalog
+from vidgen_ray.data.latents import column_shapes, read_sidecar
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.decode import decode_file, even_windows, random_windows
 from vidgen_ray.data.probe import probe_row
@@ -57,6 +58,9 @@ class Units:
     clips_per_unit: float  # average clips one unit yields (exact for videos)
     frames: int = 0  # frames stored per clip in shards (may exceed the clip length, for temporal augmentation)
     label_names: list[str] = field(default_factory=list)
+    # Shards' precomputed latents / caption embeddings (data/latents.py cache folders), read beside each shard.
+    latents: str | None = None
+    captions: str | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -192,18 +196,37 @@ class UnitReader:
     def _shard_rows(self, unit: dict, epoch: int, rng: np.random.Generator) -> list[dict]:
         table = pq.read_table(io.BytesIO(storage.read_bytes(unit["uri"])))
         rows = table.to_pylist()
+        for root in (self.units.latents, self.units.captions):
+            if root:  # the cache's rows are the shard's, in order
+                for key, values in read_sidecar(root, self.split, unit["uri"]).items():
+                    if len(values) != len(rows):
+                        raise ValueError(f"{root} has {len(values)} rows for {unit['uri']}, which has {len(rows)}: "
+                                         "encode the dataset again (vidgen-ray data encode)")
+                    for r, v in zip(rows, values):
+                        r[key] = v
         if self.train:
             rows = [rows[i] for i in rng.permutation(len(rows))]
         out = []
         for r in rows:
             clip = np.frombuffer(r["video"], dtype=np.uint8).reshape(r["frames"], r["height"], r["width"], 3)
             frames = self._shape(r)[0] if self.buckets else self.cfg.clip.frames
-            out.append({**r, "video": self._augment(clip, rng, frames)})
+            if "latent" in r and self.augment:
+                # The same draw as _augment (so a run's flips do not depend on the cache); a cached run allows
+                # horizontal flips only (data/latents.py), which flip the latent's width axis too.
+                a = aug_lib.draw(self.cfg.augment, rng, frames, clip.shape[0])
+                clip = aug_lib.apply(clip, a, frames)
+                if a.hflip:
+                    r["latent"] = np.ascontiguousarray(r["latent"][..., ::-1])
+            else:
+                clip = self._augment(clip, rng, frames)
+            out.append({**r, "video": clip})
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cached = [k for k, root in (("latent", self.units.latents), ("caption_embedding", self.units.captions),
+                                    ("caption_mask", self.units.captions)) if root]
         cols: dict[str, list] = {k: [] for k in ("video", "label", "caption", "source_id", "start_s", "clip_index", "epoch",
-                                                 "item", "bucket", "row")}
+                                                 "item", "bucket", "row", *cached)}
         for gid in batch["id"]:
             g = int(gid) + self.start_item
             epoch, unit = self._unit(g)
@@ -220,7 +243,7 @@ class UnitReader:
                         cols["bucket"].append(int(unit.get("bucket", -1)))
                 else:
                     for r in self._shard_rows(unit, epoch, rng):
-                        for k in ("video", "label", "caption", "source_id", "start_s", "clip_index"):
+                        for k in ("video", "label", "caption", "source_id", "start_s", "clip_index", *cached):
                             cols[k].append(r[k])
                         cols["epoch"].append(epoch)
                         cols["item"].append(g)
@@ -260,6 +283,12 @@ class UnitReader:
         spec = self.cfg.clip
         out["video"] = (np.stack(cols["video"]) if cols["video"]
                         else np.zeros((0, self._out_frames(spec.frames), spec.height, spec.width, 3), np.uint8))
+        for k in cached:  # an empty block's columns get the cache's shapes (blocks concatenate by schema)
+            if cols[k]:
+                out[k] = np.stack(cols[k])
+            else:
+                root = self.units.latents if k == "latent" else self.units.captions
+                out[k] = np.zeros((0, *column_shapes(root)[k]), bool if k == "caption_mask" else np.float32)
         return out
 
 
@@ -423,6 +452,8 @@ class ClipCollate(NumpyBatchCollateFn):
             "epoch": int(batch["epoch"].max()) if len(batch["epoch"]) else 0,
             "item": int(batch["item"].max()) if len(batch["item"]) else 0,
             "items": torch.from_numpy(np.asarray(batch["item"], dtype=np.int64)),  # each clip's stream item
+            **{k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in ("latent", "caption_embedding", "caption_mask")
+               if k in batch},
         }
 
 

@@ -275,7 +275,7 @@ def load_prepared(uri: str, cfg: DataConfig) -> tuple[dict[str, Units], dict]:
         n = sum(s["rows"] for s in shards)
         frames = marker["train_frames"] if split == "train" else clip["frames"]
         units[split] = Units("shard", shards, n / len(shards) if shards else 0.0, frames=frames, label_names=marker["label_names"])
-    return units, marker
+    return units, {**marker, "root": uri}
 
 
 def cache_key(cfg: DataConfig, rows: list[dict]) -> str:

@@ -80,6 +80,10 @@ class Batch:
     video: torch.Tensor  # float [B, C, T, H, W]
     label: torch.Tensor | None = None  # int64 [B]
     caption: list[str] | None = None
+    # Precomputed by `vidgen-ray data prepare --encode` (data/latents.py), where the run reads a cache:
+    latent: torch.Tensor | None = None  # float [B, C', T', H', W']: the VAE's encoding of ``video``
+    caption_embedding: torch.Tensor | None = None  # float [B, L, W]: a pretrained text encoder's output
+    caption_mask: torch.Tensor | None = None  # bool [B, L]
 
     @property
     def size(self) -> int:

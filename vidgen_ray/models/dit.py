@@ -538,11 +538,12 @@ class VideoDiT(VideoModel):
 
     # --- conditioning ---------------------------------------------------------------------
     def _conditions(
-        self, labels: torch.Tensor | None, captions: list[str] | None, drop: torch.Tensor, device: torch.device
+        self, labels: torch.Tensor | None, captions: list[str] | None, drop: torch.Tensor, device: torch.device,
+        embedded: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """(labels, caption, caption mask) on ``device`` with the rows in ``drop`` (bool [n], CPU) made
         unconditional: the null class and the empty caption. The caption is byte ids (mask None) or a
-        pretrained encoder's embeddings and mask."""
+        pretrained encoder's embeddings and mask: ``embedded`` (precomputed for ``captions``) or encoded now."""
         cfg = self.config
         label_out = text = mask = None
         if cfg.num_classes:
@@ -552,6 +553,13 @@ class VideoDiT(VideoModel):
             kept = ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
             if self.text_encoder is None:
                 text = encode_captions(kept, cfg.max_caption_bytes).to(device)
+            elif embedded is not None:  # the cache's rows, with the dropped ones swapped for the empty caption
+                text, mask = embedded[0].to(device), embedded[1].to(device)
+                if bool(drop.any()):
+                    empty, empty_mask = self.text_encoder.encode([""], device)
+                    rows = drop.to(device)
+                    text = torch.where(rows[:, None, None], empty.to(text.dtype), text)
+                    mask = torch.where(rows[:, None], empty_mask, mask)
             else:
                 text, mask = self.text_encoder.encode(kept, device)
         return label_out, text, mask
@@ -619,10 +627,17 @@ class VideoDiT(VideoModel):
             raise KeyError(f"dit has one part, 'model', not {part!r}")
         cfg = self.config
         self._check_batch(batch)
-        x0 = self._encode(batch.video)
+        # Latents precomputed by `data prepare --encode` (the VAE's output, before this model's scale), else live.
+        if batch.latent is not None and cfg.latent:
+            x0 = batch.latent.to(batch.video.dtype) * cfg.latent_scale
+        else:
+            x0 = self._encode(batch.video)
         n, device = x0.shape[0], x0.device
         drop = torch.rand(n) < cfg.cond_dropout  # host RNG: caption dropping happens on the host
-        labels, text, text_mask = self._conditions(batch.label, batch.caption, drop, device)
+        embedded = None
+        if batch.caption_embedding is not None and self.text_encoder is not None:
+            embedded = (batch.caption_embedding, batch.caption_mask)
+        labels, text, text_mask = self._conditions(batch.label, batch.caption, drop, device, embedded)
         image = control = None
         if cfg.image_condition:  # the clip's own first frame, dropped for some clips (guidance on the image)
             keep = torch.rand(n) >= cfg.image_dropout

@@ -55,6 +55,8 @@ _DIT_LATENT = DiTConfig(
 PRESETS: dict[str, AnyModelConfig] = {
     # Video GAN (MoCoGAN-style: video D + per-frame image D), factorised (2+1)D convolutions.
     "gan-debug": _GAN_DEBUG,
+    # Image-to-video: its clips start with the given frame (models/gan.py).
+    "gan-i2v-debug": replace(_GAN_DEBUG, name="gan-i2v-debug", image_condition=True),
     "gan-s": replace(
         _GAN_DEBUG, name="gan-s", frames=16, height=64, width=64, z_dim=128, base_frames=2,
         gen_channels=(512, 256, 128, 64), disc_channels=(64, 128, 256, 512),
@@ -86,6 +88,10 @@ PRESETS: dict[str, AnyModelConfig] = {
     ),
     # Video diffusion transformers (Latte / Open-Sora factorised attention, rectified flow).
     "dit-debug": _DIT_DEBUG,
+    # Image-to-video (first frame + mask beside the noisy input) and sketch control (a ControlNet branch on
+    # Sobel edges): the debug model with each input; train.init_from starts either from a trained dit-debug.
+    "dit-i2v-debug": replace(_DIT_DEBUG, name="dit-i2v-debug", image_condition=True),
+    "dit-control-debug": replace(_DIT_DEBUG, name="dit-control-debug", control=True),
     "dit-s": replace(_DIT_LATENT, name="dit-s", hidden=384, depth=12, heads=6),
     "dit-b": replace(_DIT_LATENT, name="dit-b", hidden=768, depth=12, heads=12),
     "dit-l": replace(_DIT_LATENT, name="dit-l", hidden=1024, depth=24, heads=16),

@@ -14,7 +14,8 @@ def to_batch(raw: dict, normalizer: Normalizer, device: torch.device, num_classe
     label = raw["label"].to(device) if num_classes > 0 else None
     if label is not None:
         label = label.clamp(min=0) % num_classes  # unlabeled (-1) clips map to a valid class id
-    return Batch(video=video, label=label, caption=raw["caption"])
+    cached = {k: raw[k].to(device, non_blocking=True) for k in ("latent", "caption_embedding", "caption_mask") if k in raw}
+    return Batch(video=video, label=label, caption=raw["caption"], **cached)
 
 
 def micro_batches(total: int, world: int, rank: int, step: int) -> int:

@@ -133,6 +133,60 @@ def normalizer_for(cfg: ExperimentConfig, units: dict[str, Units], meta: dict) -
     return Normalizer("mean_std", tuple(mean), tuple(std))
 
 
+def use_caches(cfg: ExperimentConfig, units: dict[str, Units], meta: dict, normalizer: Normalizer) -> list[str]:
+    """Point the shard units at the prepared dataset's latent / caption-embedding caches whose keys match this run
+    (data/latents.py), so the trainer stops encoding them live; returns what was attached. ``data.latent_cache``:
+    auto logs why a cache is not used, require raises it, live skips the lookup."""
+    from vidgen_ray.data import latents
+
+    mode, model = cfg.data.latent_cache, cfg.model
+    wanted = []
+    if model.family == "dit" and model.latent and model.autoencoder:
+        wanted.append("latents")
+    if model.family == "dit" and model.caption and model.text_encoder != "byte":
+        wanted.append("captions")
+    if mode == "live" or not wanted:
+        if mode == "require":
+            raise ConfigError("data.latent_cache=require, but the model encodes nothing a cache holds (a latent DiT with "
+                              "model.autoencoder, or model.text_encoder=t5/clip): set data.latent_cache=auto")
+        return []
+    root = meta.get("root")
+    blocked = None
+    if root is None or units["train"].kind != "shard":
+        blocked = "the data is not a prepared dataset (vidgen-ray data prepare, or data.cache)"
+    elif cfg.data.bucket_shapes:
+        blocked = "data.buckets are not cached yet"
+    elif cfg.parallel.sequence_parallel > 1:
+        blocked = "parallel.sequence_parallel regroups batches without their cached columns"
+    elif "latents" in wanted:
+        blocked = latents.augment_blocks_cache(cfg.data.augment)
+    found: dict[str, str] = {}
+    if blocked is None:
+        if "latents" in wanted:
+            key, _ = latents.latent_key(model.autoencoder, latents.checkpoint_sha(model.autoencoder), normalizer,
+                                        meta["clip"])
+            found["latents"] = latents.find(root, latents.LATENTS, key) or ""
+        if "captions" in wanted:
+            from vidgen_ray.models.pretrained_text import PretrainedTextEncoder
+
+            identity = PretrainedTextEncoder(model.text_encoder, model.text_encoder_path, model.max_caption_tokens).identity
+            key, _ = latents.caption_key(model.text_encoder, identity, model.max_caption_tokens)
+            found["captions"] = latents.find(root, latents.CAPTIONS, key) or ""
+        missing = [k for k, v in found.items() if not v]
+        if missing:
+            blocked = (f"{root} has no {' or '.join(missing)} for this run's encoder and preprocessing (run vidgen-ray data "
+                       f"encode {root} --encode {model.autoencoder if 'latents' in missing else model.text_encoder_path})")
+    if blocked:
+        if mode == "require":
+            raise ConfigError(f"data.latent_cache=require: {blocked}")
+        log.info("encoding %s live: %s", " and ".join(wanted), blocked)
+        return []
+    for split in units.values():
+        split.latents, split.captions = found.get("latents") or None, found.get("captions") or None
+    log.info("training from precomputed %s", ", ".join(f"{k} at {v}" for k, v in found.items()))
+    return list(found)
+
+
 def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
     """The TorchTrainer for ``cfg``; ``callbacks`` go to its RunConfig (Tune passes TuneReportCallback)."""
     import ray
@@ -143,6 +197,7 @@ def build_trainer(cfg: ExperimentConfig, callbacks: list | None = None):
     units, meta = training_units(cfg.data)
     plan = make_plan(cfg, units["train"], clips_per_micro_batch(cfg, units["train"], meta))
     normalizer = normalizer_for(cfg, units, meta)
+    use_caches(cfg, units, meta, normalizer)
     datasets = {"train": TrainStream(units["train"], cfg, plan.epochs, cfg.data.decode_workers or None)}
     if len(units["val"]):
         datasets["val"] = clip_stream(units["val"], cfg.data, "val", decode_cpus=1)
