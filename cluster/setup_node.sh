@@ -24,7 +24,8 @@ python -m pip install --quiet "torch==${TORCH_VERSION}" --index-url "$index"
 # `ray[...]` extras must not move Ray off the version the image (and the cluster) runs.
 constraints=$(mktemp)
 python -c 'from importlib.metadata import version; print("torch==" + version("torch")); print("ray==" + version("ray"))' > "$constraints"
-python -m pip install --quiet -c "$constraints" "$repo"
+# [text]: transformers, for pretrained T5 / CLIP caption encoders (model.text_encoder=t5|clip).
+python -m pip install --quiet -c "$constraints" "${repo}[text]"
 rm -f "$constraints"
 
 python -c 'import ray, torch, vidgen_ray; print(f"vidgen-ray ready: ray {ray.__version__}, torch {torch.__version__}, cuda {torch.version.cuda}")'

@@ -5,6 +5,8 @@
         --set decode_resource=decode
     python jobs/prepare_data.py ../shared/videos --out ./outputs/clips --frames 8 --fps 8 --size 64x64   # local
     python jobs/prepare_data.py ../shared/videos --probe-only --report ./outputs/probe                   # report only
+    python jobs/prepare_data.py s3://bucket/videos --out s3://bucket/clips --size 256x256 \
+        --encode s3://bucket/runs/vae-b/checkpoint_000100000     # + VAE latents for latent DiTs (docs/conditioning.md)
 """
 
 import sys

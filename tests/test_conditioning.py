@@ -200,3 +200,57 @@ def test_image_conditioned_gan_starts_its_clips_with_the_given_frame():
     free = model.sample(2, seed=0, labels=labels)  # no image: a clip from noise, first frame generated
     assert free.shape == (2, 8, 32, 32, 3) and (free[:, 0] - video[:, 0]).abs().max() > 1e-3
     assert model.conditioning().image and not model.conditioning().sketch
+
+
+def test_evaluation_conditions_an_image_model_on_each_real_clip_s_first_frame():
+    from vidgen_ray.data.normalize import Normalizer
+    from vidgen_ray.evaluate.checkpoint_eval import generated
+
+    cfg = get_preset("gan-i2v-debug")
+    cfg.num_classes = 4
+    model = build_model(cfg).eval()
+    rng = np.random.default_rng(0)
+    rows = [{"video": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), "label": i % 4, "caption": ""} for i in range(5)]
+    videos = np.concatenate(list(generated(model, None, rows, batch_size=2, seed=0, normalizer=Normalizer())))
+    assert np.array_equal(videos[:, 0], np.stack([r["video"][0] for r in rows]))
+
+
+# --- learning -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_tiny_image_conditioned_dit_learns_to_start_from_the_given_frame():
+    """The looser bound of issue 22's target (the learning benchmark's dit-i2v curve holds the 25 dB one): a
+    plain loop on the synthetic motion clips, rendered in memory, lifts frame 0's PSNR against held-out first
+    frames far above the untrained model's (9-10 dB: it ignores the picture)."""
+    from vidgen_ray.data.synth import SynthSpec, render
+    from vidgen_ray.evaluate.pixel import psnr
+    from vidgen_ray.models.base import to_uint8
+
+    def clips(first: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        videos = [render(SynthSpec(i, i % 4, 8.0, 32, 32, 8, 1000 + i))[0] for i in range(first, first + n)]
+        x = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        return x, torch.arange(first, first + n) % 4
+
+    torch.set_num_threads(2)
+    train_x, train_y = clips(0, 96)
+    held_x, held_y = clips(96, 16)
+    model = _dit(image_condition=True, caption=False, num_classes=4)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=3e-3, betas=(0.9, 0.99))
+    g = torch.Generator().manual_seed(0)
+
+    def first_frame_psnr() -> float:
+        video = to_uint8(model.sample(16, seed=1, labels=held_y, image=held_x[:, :, 0], steps=16)).numpy()
+        real = to_uint8(held_x.permute(0, 2, 3, 4, 1)).numpy()
+        return float(np.mean([psnr(r[:1], f[:1]) for r, f in zip(real, video)]))
+
+    before = first_frame_psnr()
+    for step in range(100):  # 9.0 -> 19.2 dB at 80 steps, 20.3 at 120, 20.7 at 240 when written
+        idx = torch.randint(len(train_x), (16,), generator=g)
+        loss = model.losses("model", Batch(train_x[idx], train_y[idx]), step).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.net.parameters(), 1.0)
+        opt.step()
+    after = first_frame_psnr()
+    assert before < 12 and after > 15 and after > before + 5, (before, after)
