@@ -82,6 +82,15 @@ def test_read_image_refuses_what_it_cannot_or_must_not_decode():
         read_image(png, 8, 8, max_bytes=10)
     with pytest.raises(ValueError, match="pixels; the limit"):
         read_image(png, 8, 8, max_pixels=64 * 63)
+    import cv2
+
+    # JPEG's size is read from its frame header before decoding, as PNG's; other formats are refused
+    jpeg = cv2.imencode(".jpg", np.zeros((40, 70, 3), np.uint8))[1].tobytes()
+    assert read_image(jpeg, 8, 8).shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="70x40 pixels; the limit"):
+        read_image(jpeg, 8, 8, max_pixels=70 * 40 - 1)
+    with pytest.raises(ValueError, match="no PNG or JPEG header"):
+        read_image(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes(), 8, 8)
 
 
 # --- the DiT ------------------------------------------------------------------------------------
@@ -115,6 +124,26 @@ def test_image_conditioned_dit_trains_and_samples_from_an_image_or_from_noise(la
         assert (different - with_image).abs().max() > 1e-4
     with pytest.raises(ValueError, match=r"image must be \[2, 3, 32, 32\]"):
         model.sample(2, seed=0, steps=1, labels=labels, image=torch.zeros(2, 3, 16, 16))
+
+
+def test_guidance_on_the_image_alone_keeps_the_class_in_both_terms():
+    model = _dit(image_condition=True, caption=False, num_classes=4)
+    calls = []
+    forward = model.net.forward
+
+    def spy(x, t, labels=None, caption=None, image=None, control=None, caption_mask=None):
+        calls.append((labels.clone(), image[:, -1, 0].flatten(1).amax(1)))  # the mask: 1 where an image is given
+        return forward(x, t, labels, caption, image, control, caption_mask)
+
+    model.net.forward = spy
+    labels, image = torch.tensor([1, 2]), _clips()[:, :, 0]
+    model.sample(2, seed=0, steps=1, labels=labels, image=image, guidance=1.0, image_guidance=2.0)
+    (used, given), = calls
+    assert used.tolist() == [1, 2, 1, 2] and given.tolist() == [1, 1, 0, 0]  # v(class, image), v(class, no image)
+    calls.clear()
+    model.sample(2, seed=0, steps=1, labels=labels, image=image, guidance=3.0, image_guidance=2.0)
+    (used, given), = calls
+    assert used.tolist() == [1, 2, 4, 4, 4, 4] and given.tolist() == [1, 1, 1, 1, 0, 0]  # all, image, nothing
 
 
 def test_a_model_without_the_condition_refuses_it():
@@ -254,3 +283,11 @@ def test_a_tiny_image_conditioned_dit_learns_to_start_from_the_given_frame():
         opt.step()
     after = first_frame_psnr()
     assert before < 12 and after > 15 and after > before + 5, (before, after)
+
+
+def test_picture_conditioned_runs_need_pictures_in_minus_one_one():
+    from vidgen_ray.configs import ConfigError
+
+    for preset in ("dit-i2v-debug", "dit-control-debug", "gan-i2v-debug"):
+        with pytest.raises((ConfigError, ValueError), match="data.normalize=minus_one_one"):
+            load_experiment(preset, sets=["data.normalize=zero_one"])

@@ -33,7 +33,7 @@ def test_a_run_fine_tunes_a_trained_dit_with_control_and_an_image(ray_session, p
     fresh = train(tiny_experiment("dit-debug", prepared_dir, str(tmp_path), "fresh", *sets))
     start, after, scratch = _weights(base), _weights(tuned.checkpoint.path), _weights(fresh.checkpoint.path)
     key = "blocks.1.attn.qkv.weight"
-    assert (after[key] - start[key]).abs().max() < 1e-3 < (scratch[key] - start[key]).abs().max()
+    assert 0 < (after[key] - start[key]).abs().max() < 1e-3 < (scratch[key] - start[key]).abs().max()  # trained a bit
     # the new modules: image channels of the patch embedding near zero, control copies of the trained blocks
     assert after["patch_embed.weight"][:, 3:].abs().max() < 1e-3
     assert (after["control.blocks.0.attn.qkv.weight"] - start["blocks.0.attn.qkv.weight"]).abs().max() < 1e-3

@@ -75,8 +75,13 @@ def test_latents_are_the_vae_s_encoding_of_each_stored_clip_and_are_reused(ray_s
     # the same key again: reused, nothing re-encoded; another normaliser: another folder
     again = latents.encode_prepared(str(prepared_dir), latents.resolve_encoders([vae]), Normalizer())
     assert again["latents"]["reused"] and again["latents"]["root"] == summary["root"]
-    other = latents.latent_key(vae, summary["inputs"]["sha256"], Normalizer("zero_one"), summary["inputs"]["clip"])[0]
+    other = latents.latent_key(summary["inputs"]["sha256"], Normalizer("zero_one"), summary["inputs"]["clip"])[0]
     assert other != summary["key"] and latents.find(str(prepared_dir), latents.LATENTS, other) is None
+    # found by its key while the dataset holds the shards it was encoded from, stale once it does not
+    assert latents.find(str(prepared_dir), latents.LATENTS, summary["key"]) == summary["root"]
+    shards = latents.current_shards(str(prepared_dir))
+    shards["train"][next(iter(shards["train"]))] += 1
+    assert latents.find(str(prepared_dir), latents.LATENTS, summary["key"], shards) is None
 
 
 def _losses(result) -> list[float]:

@@ -68,6 +68,11 @@ def test_identity_follows_the_weights_and_tokenizer(encoders, tmp_path):
     assert folder_identity(same) != before  # so is another config
 
 
+def test_clip_refuses_more_tokens_than_it_has_positions(encoders):
+    with pytest.raises(ValueError, match="more than this CLIP encoder's 64 positions"):
+        PretrainedTextEncoder("clip", encoders["clip"], 65)
+
+
 def test_configs_name_the_missing_piece():
     cfg = get_preset("dit-debug")
     cfg.text_encoder = "t5"

@@ -39,6 +39,11 @@ class ExperimentConfig:
                 f"(frames x height x width); drop the data.clip overrides or set model.frames/height/width to match"
             )
         p = self.parallel
+        pictures = [f for f in ("image_condition", "control") if getattr(m, f, False)]
+        if pictures and self.data.normalize != "minus_one_one":
+            raise ValueError(f"model.{pictures[0]} conditions on frames in [-1, 1] (a user's picture is read so at "
+                             f"sampling); data.normalize={self.data.normalize} would train on another scale: set "
+                             "data.normalize=minus_one_one")
         self._validate_buckets()
         if p.sequence_parallel > 1 and m.family != "dit":
             raise ValueError(f"parallel.sequence_parallel={p.sequence_parallel} splits a transformer's tokens; the "

@@ -64,9 +64,10 @@ def checkpoint_sha(uri: str) -> str:
     return h.hexdigest()
 
 
-def latent_key(checkpoint: str, sha: str, normalizer, clip: dict) -> tuple[str, dict]:
-    """(key, what it hashes) of a VAE cache."""
-    inputs = {"format": FORMAT, "checkpoint": checkpoint, "sha256": sha, "normalizer": dataclasses.asdict(normalizer),
+def latent_key(sha: str, normalizer, clip: dict) -> tuple[str, dict]:
+    """(key, what it hashes) of a VAE cache: the weights' sha256 (not the path, which a relative or moved
+    checkpoint spells otherwise), the normaliser, the clip spec."""
+    inputs = {"format": FORMAT, "sha256": sha, "normalizer": dataclasses.asdict(normalizer),
               "clip": {k: clip[k] for k in ("frames", "height", "width", "fps")}}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
 
@@ -248,7 +249,8 @@ def encode_prepared(prepared: str, encoders: Encoders, normalizer=None, batch: i
     frames = int(marker["clip"]["frames"])
     out: dict = {}
     if encoders.vae:
-        key, inputs = latent_key(encoders.vae, checkpoint_sha(encoders.vae), normalizer, marker["clip"])
+        key, inputs = latent_key(checkpoint_sha(encoders.vae), normalizer, marker["clip"])
+        inputs["checkpoint"] = encoders.vae  # recorded, not hashed
         root = storage.join(prepared, LATENTS, key)
         out["latents"] = _encode_all(root, key, inputs, prepared, threads, lambda shard, target: (
             _encode_latent_shard, (shard, target, encoders.vae, normalizer, frames, batch, threads)))
@@ -268,17 +270,20 @@ def _encode_all(root: str, key: str, inputs: dict, prepared: str, threads: int, 
     marker_uri = storage.join(root, ENCODED)
     if storage.exists(marker_uri):
         summary = json.loads(storage.read_text(marker_uri))
-        log.info("reusing %s (key %s)", root, key)
-        return {**summary, "reused": True}
+        if summary.get("shards") == current_shards(prepared):
+            log.info("reusing %s (key %s)", root, key)
+            return {**summary, "reused": True}
+        log.info("%s was encoded from other shards (the dataset was prepared again): encoding anew", root)
     t0 = time.perf_counter()
-    counts, shapes = {}, {}
+    counts, shapes, rows = {}, {}, {}
     for split in SPLITS:
         shards = _shards(prepared, split)
         jobs = [job(shard, _sidecar(root, split, shard)) for shard in shards]
         done = _run_shards(jobs[0][0], [args for _, args in jobs], threads) if jobs else []
         counts[split] = int(sum(n for n, _ in done))
         shapes.update(next((shape for n, shape in done if n), {}))
-    summary = {"key": key, "inputs": inputs, "clips": counts, "shapes": shapes,
+        rows[split] = {storage.basename(shard): int(n) for shard, (n, _) in zip(shards, done)}
+    summary = {"key": key, "inputs": inputs, "clips": counts, "shapes": shapes, "shards": rows,
                "seconds": round(time.perf_counter() - t0, 2), "root": root}
     storage.write_text(marker_uri, json.dumps(summary, indent=2))  # last: a half-written cache has no marker
     log.info("encoded %s clips into %s in %.1fs", counts, root, summary["seconds"])
@@ -288,10 +293,33 @@ def _encode_all(root: str, key: str, inputs: dict, prepared: str, threads: int, 
 # --- reading -------------------------------------------------------------------------------------------
 
 
-def find(prepared: str, kind: str, key: str) -> str | None:
-    """The cache folder for ``key`` under a prepared dataset, when complete (its marker written)."""
+class CacheMismatch(RuntimeError):
+    """A cache does not hold the rows of the shard it sits beside: the reader stops rather than skip the shard."""
+
+
+def current_shards(prepared: str) -> dict[str, dict[str, int]]:
+    """{split: {shard file name: rows}} of a prepared dataset, what a cache must have been encoded from."""
+    out = {}
+    for split in SPLITS:
+        out[split] = {}
+        for shard in _shards(prepared, split):
+            with storage.open_input(shard) as f:
+                out[split][storage.basename(shard)] = pq.ParquetFile(f).metadata.num_rows
+    return out
+
+
+def find(prepared: str, kind: str, key: str, shards: dict | None = None) -> str | None:
+    """The cache folder for ``key`` under a prepared dataset, when complete (its marker written) and encoded
+    from the shards the dataset holds now (preparing again into the same folder makes it stale); ``shards``:
+    those ({split: {name: rows}}) when the caller has them, else read."""
     root = storage.join(prepared, kind, key)
-    return root if storage.exists(storage.join(root, ENCODED)) else None
+    marker = storage.join(root, ENCODED)
+    if not storage.exists(marker):
+        return None
+    if json.loads(storage.read_text(marker)).get("shards") != (shards or current_shards(prepared)):
+        log.warning("%s is stale: encoded from other shards than %s holds now; encode it again", root, prepared)
+        return None
+    return root
 
 
 def column_shapes(root: str) -> dict[str, list[int]]:

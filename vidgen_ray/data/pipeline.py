@@ -16,6 +16,8 @@ heap that decoded video takes; only uint8 clips reach the object store.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import hashlib
 import io
@@ -34,7 +36,7 @@ from vidgen_ray import storage
 from vidgen_ray.configs import ConfigError
 from vidgen_ray.data import augment as aug_lib
 from vidgen_ray.data.catalog import SPLITS, build_catalog
-from vidgen_ray.data.latents import column_shapes, read_sidecar
+from vidgen_ray.data.latents import CacheMismatch, column_shapes, read_sidecar
 from vidgen_ray.data.config import DataConfig
 from vidgen_ray.data.decode import decode_file, even_windows, random_windows
 from vidgen_ray.data.probe import probe_row
@@ -198,10 +200,15 @@ class UnitReader:
         rows = table.to_pylist()
         for root in (self.units.latents, self.units.captions):
             if root:  # the cache's rows are the shard's, in order
-                for key, values in read_sidecar(root, self.split, unit["uri"]).items():
+                try:
+                    side = read_sidecar(root, self.split, unit["uri"])
+                except Exception as exc:  # noqa: BLE001 - a missing sidecar is a cache error, not a bad video
+                    raise CacheMismatch(f"{root} has no rows for {unit['uri']} ({type(exc).__name__}: {exc}): "
+                                        "encode the dataset again (vidgen-ray data encode)") from exc
+                for key, values in side.items():
                     if len(values) != len(rows):
-                        raise ValueError(f"{root} has {len(values)} rows for {unit['uri']}, which has {len(rows)}: "
-                                         "encode the dataset again (vidgen-ray data encode)")
+                        raise CacheMismatch(f"{root} has {len(values)} rows for {unit['uri']}, which has {len(rows)}: "
+                                            "encode the dataset again (vidgen-ray data encode)")
                     for r, v in zip(rows, values):
                         r[key] = v
         if self.train:
@@ -213,7 +220,8 @@ class UnitReader:
             if "latent" in r and self.augment:
                 # The same draw as _augment (so a run's flips do not depend on the cache); a cached run allows
                 # horizontal flips only (data/latents.py), which flip the latent's width axis too.
-                a = aug_lib.draw(self.cfg.augment, rng, frames, clip.shape[0])
+                # Start 0: the latent is of the stored clip's first frames, whatever spare frames it keeps.
+                a = dataclasses.replace(aug_lib.draw(self.cfg.augment, rng, frames, clip.shape[0]), start=0)
                 clip = aug_lib.apply(clip, a, frames)
                 if a.hflip:
                     r["latent"] = np.ascontiguousarray(r["latent"][..., ::-1])
@@ -248,6 +256,8 @@ class UnitReader:
                         cols["epoch"].append(epoch)
                         cols["item"].append(g)
                         cols["bucket"].append(int(r.get("bucket", -1)))
+            except CacheMismatch:
+                raise  # a stale cache would silently drop every shard it does not cover
             except Exception as exc:  # noqa: BLE001 - one bad file must not end a training job
                 self.failures += 1
                 log.warning("skipping %s (epoch %d): %s: %s", unit["uri"], epoch, type(exc).__name__, exc)

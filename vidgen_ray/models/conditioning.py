@@ -72,9 +72,11 @@ def read_image(data: bytes, height: int, width: int, channels: int = 3, max_byte
 
     if len(data) > max_bytes:
         raise ValueError(f"the image is {len(data)} bytes; the limit is {max_bytes}")
-    header = _image_size(data)
-    if header is not None and header[0] * header[1] > max_pixels:
-        raise ValueError(f"the image is {header[1]}x{header[0]} pixels; the limit is {max_pixels} pixels")
+    header = _image_size(data)  # read before decoding: a small file can declare a huge picture
+    if header is None:
+        raise ValueError("the image could not be decoded: send PNG or JPEG bytes (no PNG or JPEG header found)")
+    if header[0] * header[1] > max_pixels:
+        raise ValueError(f"the image is {header[0]}x{header[1]} pixels; the limit is {max_pixels} pixels")
     picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation
     if picture is None:
         raise ValueError("the image could not be decoded: send PNG or JPEG bytes")
@@ -92,9 +94,28 @@ def read_image(data: bytes, height: int, width: int, channels: int = 3, max_byte
     return image
 
 
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # SOFn markers
+
+
 def _image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG header without decoding (a decompression bomb is refused before
-    its pixels are allocated); None for other formats (JPEG is checked after decoding)."""
+    """(width, height) from a PNG or JPEG header without decoding, so a decompression bomb is refused before
+    its pixels are allocated; None for anything else (other formats OpenCV would decode are refused)."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):  # walk the marker segments to the frame header
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_FRAMES:
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None

@@ -726,12 +726,13 @@ class VideoDiT(VideoModel):
         sets = [full]
         text_guided = guidance != 1.0 and (cfg.num_classes > 0 or cfg.caption)
         image_guided = cfg.image_condition and options.get("image") is not None and image_guidance != 1.0
-        if text_guided or image_guided:
+        if text_guided:
             null = self._conditions(labels, captions, torch.ones(n, dtype=torch.bool), device)
-            if text_guided:
-                sets.append((*null, image))
+            sets.append((*null, image))
             if image_guided:
-                sets.append((*null, None if image is None else torch.zeros_like(image)))
+                sets.append((*null, torch.zeros_like(image)))
+        elif image_guided:  # the image alone: class and caption stay as asked in both terms
+            sets.append((*full[:3], torch.zeros_like(image)))
         batched = [None if parts[0] is None else torch.cat(parts) for parts in zip(*sets)]
         control_all = None if control is None else torch.cat([control] * len(sets))
 
@@ -799,6 +800,8 @@ class VideoDiT(VideoModel):
             out["image"] = batch.video[:n, :, 0]
         if self.config.control:
             out["sketch"] = batch.video[:n]
+        if self.config.image_condition or self.config.control:  # a bucketed batch's shape, which they have
+            out.update(zip(("frames", "height", "width"), (int(v) for v in batch.video.shape[2:])))
         return out
 
     def _model_size(self, frames: int | None, height: int | None, width: int | None) -> tuple[int, int, int]:

@@ -13,7 +13,8 @@ not in the checkpoint (the checkpoint records the path and ``identity``), the op
 each rank loads it on first use onto the device that asks.
 
 Caching: a caption's embedding is computed once per process (an in-memory table keyed by the caption
-string, ``cache_size`` entries), so an epoch over a dataset's captions runs the encoder once per caption.
+string, float16, at most ``cache_bytes`` (1 GiB), oldest out first), so an epoch over a dataset's captions
+runs the encoder once per caption where they fit, and ``data encode`` stores them on disk.
 ``identity`` (a hash of the folder's config, weight and tokenizer files) names the embeddings: the same folder gives
 the same identity on every machine.
 """
@@ -65,7 +66,7 @@ def local_folder(path: str) -> Path:
             relative = entry.uri.split("?", 1)[0][len(base):].lstrip("/")
             target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".part")
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.part")  # ranks on one node copy side by side
             tmp.write_bytes(storage.read_bytes(entry.uri))
             tmp.replace(target)
         done.write_text(path)
@@ -100,15 +101,23 @@ def encoder_width(kind: TextEncoderKind, path: str) -> int:
 class PretrainedTextEncoder:
     """captions -> (embeddings float [B, max_tokens, width], mask bool [B, max_tokens]) on ``device``."""
 
-    def __init__(self, kind: TextEncoderKind, path: str, max_tokens: int, cache_size: int = 65536) -> None:
+    def __init__(self, kind: TextEncoderKind, path: str, max_tokens: int, cache_bytes: int = 1 << 30) -> None:
         if kind not in ("t5", "clip"):
             raise ValueError(f"text encoder kind {kind!r}: choose t5 or clip (byte is the built-in one)")
-        self.kind, self.path, self.max_tokens, self.cache_size = kind, path, max_tokens, cache_size
+        self.kind, self.path, self.max_tokens, self.cache_bytes = kind, path, max_tokens, cache_bytes
         self.folder = local_folder(path)
         self.width = encoder_width(kind, path)
+        if kind == "clip":  # learned positions: CLIP reads 77 tokens, and no more
+            config = json.loads((self.folder / "config.json").read_text())
+            limit = int(config.get("text_config", config).get("max_position_embeddings", 77))
+            if max_tokens > limit:
+                raise ValueError(f"model.max_caption_tokens={max_tokens} is more than this CLIP encoder's {limit} "
+                                 f"positions; set it to {limit} or less")
         self._identity: str | None = None
         self._model = self._tokenizer = None
+        # caption -> (float16 embedding [L, W], mask [L]), oldest first, at most cache_bytes of embeddings
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()  # Serve replicas may encode from several threads
         self.calls = 0  # encoder forward passes (tests and the cache's benefit read it)
 
@@ -142,11 +151,15 @@ class PretrainedTextEncoder:
                 mask[:, 0] = 1  # an empty caption keeps one position to attend to (else softmax over nothing)
                 hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
                 self.calls += 1
-                for i, caption in enumerate(todo):
-                    self._cache[caption] = (hidden[i].cpu(), mask[i].bool().cpu())
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            rows = [self._cache[c] for c in captions]
-        embeddings = torch.stack([r[0] for r in rows]).to(device)
+                fresh = {caption: (hidden[i].to(torch.float16).cpu(), mask[i].bool().cpu()) for i, caption in enumerate(todo)}
+            else:
+                fresh = {}
+            rows = [fresh[c] if c in fresh else self._cache[c] for c in captions]
+            for caption, row in fresh.items():  # kept for the next batches, within the byte budget
+                self._cache[caption] = row
+                self._cached_bytes += row[0].numel() * 2
+            while self._cached_bytes > self.cache_bytes and self._cache:
+                self._cached_bytes -= self._cache.popitem(last=False)[1][0].numel() * 2
+        embeddings = torch.stack([r[0] for r in rows]).float().to(device)
         masks = torch.stack([r[1] for r in rows]).to(device)
         return embeddings, masks

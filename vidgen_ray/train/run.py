@@ -161,17 +161,17 @@ def use_caches(cfg: ExperimentConfig, units: dict[str, Units], meta: dict, norma
     elif "latents" in wanted:
         blocked = latents.augment_blocks_cache(cfg.data.augment)
     found: dict[str, str] = {}
+    shards = {split: {storage.basename(r["uri"]): int(r["rows"]) for r in u.rows} for split, u in units.items()}
     if blocked is None:
         if "latents" in wanted:
-            key, _ = latents.latent_key(model.autoencoder, latents.checkpoint_sha(model.autoencoder), normalizer,
-                                        meta["clip"])
-            found["latents"] = latents.find(root, latents.LATENTS, key) or ""
+            key, _ = latents.latent_key(latents.checkpoint_sha(model.autoencoder), normalizer, meta["clip"])
+            found["latents"] = latents.find(root, latents.LATENTS, key, shards) or ""
         if "captions" in wanted:
             from vidgen_ray.models.pretrained_text import PretrainedTextEncoder
 
             identity = PretrainedTextEncoder(model.text_encoder, model.text_encoder_path, model.max_caption_tokens).identity
             key, _ = latents.caption_key(model.text_encoder, identity, model.max_caption_tokens)
-            found["captions"] = latents.find(root, latents.CAPTIONS, key) or ""
+            found["captions"] = latents.find(root, latents.CAPTIONS, key, shards) or ""
         missing = [k for k, v in found.items() if not v]
         if missing:
             blocked = (f"{root} has no {' or '.join(missing)} for this run's encoder and preprocessing (run vidgen-ray data "
