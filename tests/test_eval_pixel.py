@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from vidgen_ray.evaluate import psnr, psnr_per_frame, ssim, ssim_per_frame
+from vidgen_ray.evaluate import high_frequency_energy, psnr, psnr_per_frame, ssim, ssim_per_frame
 
 
 def decode_frames(path, count: int) -> np.ndarray:
@@ -74,6 +74,25 @@ def test_more_noise_lowers_psnr_and_ssim(carphone):
     ssims = [ssim(pristine, n) for n in noisy]
     assert psnrs[0] > psnrs[1] > psnrs[2]
     assert ssims[0] > ssims[1] > ssims[2]
+
+
+def test_high_frequency_energy_sees_speckle_and_blur(carphone):
+    pristine, _ = carphone
+    flat = np.full((4, 16, 16, 3), 90, np.uint8)
+    assert high_frequency_energy(flat) == 0.0
+    stripes = np.zeros((16, 16, 3), np.uint8)
+    stripes[:, 1::2] = 255  # every horizontal neighbour differs by the full range
+    assert high_frequency_energy(stripes) == pytest.approx(1.0)
+    assert high_frequency_energy(np.stack([stripes, stripes * 0])) == pytest.approx(0.5)  # a set: every pair weighs the same
+    # Gaussian noise of std s on a flat frame: E|a - b| = 2 s / sqrt(pi) for two independent draws.
+    noise = np.random.default_rng(0).normal(128, 20, (8, 64, 64, 3))
+    assert high_frequency_energy(noise) == pytest.approx(2 * 20 / np.sqrt(np.pi) / 255, rel=0.02)
+    rng = np.random.default_rng(1)
+    speckled = np.clip(pristine + rng.normal(0, 15, pristine.shape), 0, 255).astype(np.uint8)
+    blurred = ((pristine[:, :, :-1].astype(np.float64) + pristine[:, :, 1:]) / 2).astype(np.uint8)
+    assert high_frequency_energy(speckled) > high_frequency_energy(pristine) > high_frequency_energy(blurred)
+    with pytest.raises(ValueError, match="W >= 2"):
+        high_frequency_energy(np.zeros((4, 4)))
 
 
 def test_bad_shapes_are_rejected():

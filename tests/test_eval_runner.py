@@ -16,6 +16,7 @@ from vidgen_ray.evaluate import (
     evaluate,
     evaluate_model,
     generated_videos,
+    high_frequency_energy,
     kernel_inception_distance,
     measure_latency,
     psnr,
@@ -61,7 +62,7 @@ def test_ray_runner_matches_the_in_process_metrics_and_writes_the_report(ray_ses
     fake = np.clip(real_clips + rng.normal(0, 12, real_clips.shape), 0, 255).astype(np.uint8)
     config = EvalConfig(
         # FID and FVD through the runner are checked in the slow tier (test_eval_reference.py).
-        metrics=("kid", "psnr", "ssim", "flicker", "warping_error", "is", "precision_recall"),
+        metrics=("kid", "psnr", "ssim", "flicker", "warping_error", "high_frequency", "is", "precision_recall"),
         num_videos=4,
         batch_size=2,
         num_actors=2,
@@ -79,6 +80,9 @@ def test_ray_runner_matches_the_in_process_metrics_and_writes_the_report(ray_ses
     assert m["flicker_real"] == pytest.approx(np.mean([temporal_flicker(v) for v in real_clips]), abs=1e-12)
     assert m["warping_error"] == pytest.approx(np.mean([warping_error(v) for v in fake]), abs=1e-9)
     assert m["flicker"] < m["flicker_real"]  # independent noise per frame flickers
+    assert m["high_frequency_real"] == pytest.approx(np.mean([high_frequency_energy(v) for v in real_clips]), abs=1e-12)
+    assert m["high_frequency_ratio"] == pytest.approx(m["high_frequency"] / m["high_frequency_real"])
+    assert m["high_frequency_ratio"] > 1.2  # the added noise is speckle
     # Features extracted by two actors in batches of two, reduced on the driver == in-process.
     model = load_inception()
     expected_kid = kernel_inception_distance(

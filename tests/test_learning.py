@@ -116,8 +116,9 @@ def test_learning_benchmark_writes_curves_for_every_family_and_a_tiny_dit_learns
         steps = [point["step"] for point in family["curve"]]
         assert steps == [0, 6], (name, steps)  # the untrained model and the final checkpoint
         for point in family["curve"]:
-            assert point["fvd"] > 0 and point["fid"] > 0, (name, point)
+            assert point["fvd"] > 0 and point["fid"] > 0 and point["high_frequency_ratio"] > 0, (name, point)
     assert "recon_psnr" in saved["families"]["vae"]["curve"][-1]
+    assert len([k for k in saved["families"]["vae"]["curve"][-1] if k.startswith("recon_psnr/")]) == 4  # per class
     assert "psnr_vs_copy_db" in saved["families"]["rnn"]["curve"][-1]
     assert "class_accuracy" in saved["families"]["gan"]["curve"][-1]
     assert png.stat().st_size > 1000

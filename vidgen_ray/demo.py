@@ -138,12 +138,12 @@ def evaluate_demo(cfg, checkpoint: str, clips: Path, out: Path) -> dict[str, str
         return EvalConfig(num_videos=n, batch_size=4, num_actors=2, image_frames_per_video=2, grid_fps=10.0, **kw)
 
     kept: list = []
-    trained = evaluate_checkpoint(checkpoint, config(metrics=("fid", "kid", "fvd", "flicker"), classifier=classifier_uri,
-                                                     output_uri=str(out)), rows=half_a,
+    trained = evaluate_checkpoint(checkpoint, config(metrics=("fid", "kid", "fvd", "flicker", "high_frequency"),
+                                                     classifier=classifier_uri, output_uri=str(out)), rows=half_a,
                                   on_batch=lambda videos, cond: kept.append((videos, cond["labels"].numpy())))
-    untrained = evaluate_loaded(untrained_model(cfg), cfg, 0, config(metrics=("fid", "fvd"), classifier=classifier_uri),
-                                rows=half_a)
-    floor = evaluate(real_a, np.stack([r["video"] for r in half_b]), config(metrics=("fid", "fvd")))
+    untrained = evaluate_loaded(untrained_model(cfg), cfg, 0,
+                                config(metrics=("fid", "fvd", "high_frequency"), classifier=classifier_uri), rows=half_a)
+    floor = evaluate(real_a, np.stack([r["video"] for r in half_b]), config(metrics=("fid", "fvd", "high_frequency")))
     fake, fake_labels = np.concatenate([v for v, _ in kept]), np.concatenate([lab for _, lab in kept])
     sheet = out / CLASS_SHEET_NAME
     sheet.write_bytes(encode_png(class_sheet(real_a, labels_a, fake, fake_labels, train_clips.label_names)))
@@ -157,11 +157,13 @@ def demo_table(trained: dict, untrained: dict, floor: dict, n: int) -> str:
         return format(metrics[key], fmt) if key in metrics else "-"
 
     lines = [f"{'':<16}{'untrained':>12}{'trained':>12}{'real floor':>12}"]
-    for key, name, fmt in (("class_accuracy", "class accuracy", ".3f"), ("fvd", "FVD", ".0f"), ("fid", "FID", ".1f")):
+    for key, name, fmt in (("class_accuracy", "class accuracy", ".3f"), ("fvd", "FVD", ".0f"), ("fid", "FID", ".1f"),
+                           ("high_frequency_ratio", "speckle ratio", ".2f")):
         real = cell(floor, key, fmt) if key != "class_accuracy" else cell(trained, "real_accuracy", fmt)
         lines.append(f"{name:<16}{cell(untrained, key, fmt):>12}{cell(trained, key, fmt):>12}{real:>12}")
     lines.append(f"(N = {n} clips a side from disjoint held-out videos. The floor is real vs real at the same N; at "
                  "this small N, FVD and FID are indicative only: biased upwards and dominated by which videos are in each set. "
                  "Class accuracy: a motion classifier of real clips labels the generated ones; its ceiling is its "
-                 "accuracy on the real clips.)")
+                 "accuracy on the real clips. Speckle ratio: high-frequency energy of the clips over the real ones', "
+                 "1 = the data's; noise a sampler left raises it, blur lowers it.)")
     return "\n".join(lines)

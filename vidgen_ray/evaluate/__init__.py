@@ -22,7 +22,7 @@ from vidgen_ray.evaluate.frechet import (
 )
 from vidgen_ray.evaluate.fvd import fvd
 from vidgen_ray.evaluate.latency import LatencyResult, measure_latency
-from vidgen_ray.evaluate.pixel import psnr, psnr_per_frame, ssim, ssim_per_frame
+from vidgen_ray.evaluate.pixel import high_frequency_energy, psnr, psnr_per_frame, ssim, ssim_per_frame
 from vidgen_ray.evaluate.precision_recall import precision_recall, precision_recall_from_features
 from vidgen_ray.evaluate.report import EvalReport
 from vidgen_ray.evaluate.runner import evaluate, evaluate_model, generated_videos
@@ -44,6 +44,7 @@ __all__ = [
     "frechet_distance_from_features",
     "fvd",
     "generated_videos",
+    "high_frequency_energy",
     "inception_score",
     "kernel_inception_distance",
     "kid",

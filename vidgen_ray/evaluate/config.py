@@ -11,8 +11,8 @@ from dataclasses import dataclass
 # Metrics by what they need: the shipped networks (FID/KID: Inception, FVD: I3D), user weight files
 # (IS: the 1008 Inception logits, precision/recall: VGG-16), or nothing (pixel and temporal metrics).
 INCEPTION_METRICS = ("fid", "kid", "is")
-ALL_METRICS = ("fid", "kid", "is", "fvd", "precision_recall", "psnr", "ssim", "flicker", "warping_error")
-DEFAULT_METRICS = ("fid", "kid", "fvd", "psnr", "ssim", "flicker", "warping_error")
+ALL_METRICS = ("fid", "kid", "is", "fvd", "precision_recall", "psnr", "ssim", "flicker", "warping_error", "high_frequency")
+DEFAULT_METRICS = ("fid", "kid", "fvd", "psnr", "ssim", "flicker", "warping_error", "high_frequency")
 PAIRED_METRICS = ("psnr", "ssim")  # compare the i-th generated video with the i-th real one
 
 

@@ -37,6 +37,8 @@ PROTOCOL = {
     "class_accuracy": "share of generated videos that a motion classifier trained on real clips (EvalConfig.classifier) "
     "puts in the class they were conditioned on (Classification Accuracy Score style, Ravuri & Vinyals 2019)",
     "real_accuracy": "the same classifier on the real clips of this evaluation: the ceiling for class_accuracy",
+    "high_frequency": "mean |x[w + 1] - x[w]| / 255 of horizontally adjacent pixels per video, averaged over videos; "
+    "high_frequency_ratio = generated / real (1 = the data's; > 1 speckle or noise left by a sampler, < 1 blur)",
     "warping_error": "mean |warp(frame[t]) - frame[t+1]| / 255 with OpenCV Farneback flow, pixels with an in-frame source",
 }
 

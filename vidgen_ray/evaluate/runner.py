@@ -178,6 +178,10 @@ def reduce_results(results: list[BatchResult], config: EvalConfig, metrics: tupl
         if name in metrics:
             out[name], out[f"{name}_std"] = _mean_std(_cat(results, lambda r: getattr(r.fake, name)))
             out[f"{name}_real"], out[f"{name}_real_std"] = _mean_std(_cat(results, lambda r: getattr(r.real, name)))
+    if "high_frequency" in metrics:  # speckle (> 1) or blur (< 1) against the real clips, which FVD at small N misses
+        fake_hf, real_hf = _cat(results, lambda r: r.fake.high_frequency), _cat(results, lambda r: r.real.high_frequency)
+        out["high_frequency"], out["high_frequency_real"] = float(np.mean(fake_hf)), float(np.mean(real_hf))
+        out["high_frequency_ratio"] = out["high_frequency"] / max(out["high_frequency_real"], 1e-12)
     return out
 
 

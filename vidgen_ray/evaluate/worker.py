@@ -17,7 +17,7 @@ from vidgen_ray.evaluate.config import INCEPTION_METRICS, PAIRED_METRICS
 from vidgen_ray.evaluate.fvd import i3d_features
 from vidgen_ray.evaluate.i3d import i3d_from_bytes
 from vidgen_ray.evaluate.inception import inception_features, inception_from_bytes
-from vidgen_ray.evaluate.pixel import psnr, ssim
+from vidgen_ray.evaluate.pixel import high_frequency_energy, psnr, ssim
 from vidgen_ray.evaluate.precision_recall import vgg16_features, vgg16_from_bytes
 from vidgen_ray.evaluate.temporal import temporal_flicker, warping_error
 
@@ -40,6 +40,7 @@ class SideFeatures:
     vgg16: np.ndarray | None = None  # [n * frames, 4096] fc2
     flicker: np.ndarray | None = None  # [n]
     warping_error: np.ndarray | None = None  # [n]
+    high_frequency: np.ndarray | None = None  # [n]
 
 
 @dataclass
@@ -87,6 +88,8 @@ class FeatureWorker:
             vgg16=vgg16_features(self.vgg16, frames) if self.vgg16 is not None else None,
             flicker=np.array([temporal_flicker(v) for v in videos]) if "flicker" in self.metrics else None,
             warping_error=np.array([warping_error(v) for v in videos]) if "warping_error" in self.metrics else None,
+            high_frequency=(np.array([high_frequency_energy(v) for v in videos])
+                            if "high_frequency" in self.metrics else None),
         )
 
     def process(self, real: np.ndarray, fake: np.ndarray) -> BatchResult:
