@@ -247,7 +247,8 @@ def pixel_scores(model, family: Family, real) -> dict[str, float]:
         out = {"recon_psnr": float(per_clip.mean()),
                "recon_ssim": float(np.mean([ssim(r, f) for r, f in zip(real.videos, recon)]))}
         # Which classes hold the mean down (the zooming textures: stripes near the pixel pitch at 32 x 32).
-        out.update({f"recon_psnr/{real.label_names[c]}": float(per_clip[real.labels == c].mean()) for c in np.unique(real.labels)})
+        out.update({f"recon_psnr/{real.label_names[c]}": float(per_clip[real.labels == c].mean())
+                    for c in np.unique(real.labels)})
         return out
     if family.name == "rnn":
         tc = model.config.context_frames
@@ -265,7 +266,6 @@ def pixel_scores(model, family: Family, real) -> dict[str, float]:
 
 def score(model, family: Family, real: RealSets, scorer: Scorer, classifier) -> tuple[dict[str, float], np.ndarray]:
     from vidgen_ray.evaluate.classifier import accuracy
-
     from vidgen_ray.evaluate.pixel import high_frequency_energy
 
     fake = generate(model, family, real.a)
@@ -389,8 +389,8 @@ def print_table(result: dict) -> None:
     print(f"{'family':<11}{'steps':>6}{'cpu-min':>8}{'FVD 0 -> end':>20}{'FID 0 -> end':>18}{'class acc':>10}  other")
     for name, f in result["families"].items():
         first, last = f["curve"][0], f["curve"][-1]
-        other = " ".join(f"{k} {last[k]:.2f}" for k in ("high_frequency_ratio", "recon_psnr", "psnr", "psnr_copy", "psnr_vs_copy_db",
-                                                          "first_frame_psnr") if k in last)
+        shown = ("high_frequency_ratio", "recon_psnr", "psnr", "psnr_copy", "psnr_vs_copy_db", "first_frame_psnr")
+        other = " ".join(f"{k} {last[k]:.2f}" for k in shown if k in last)
         acc = f"{last['class_accuracy']:.3f}" if "class_accuracy" in last else "-"
         print(f"{name:<11}{f['steps']:>6}{f['cpu_minutes']:>8.1f}{first['fvd']:>9.0f} -> {last['fvd']:<7.0f}"
               f"{first['fid']:>8.0f} -> {last['fid']:<7.0f}{acc:>10}  {other}")
