@@ -247,8 +247,8 @@ def pixel_scores(model, family: Family, real) -> dict[str, float]:
         out = {"recon_psnr": float(per_clip.mean()),
                "recon_ssim": float(np.mean([ssim(r, f) for r, f in zip(real.videos, recon)]))}
         # Which classes hold the mean down (the zooming textures: stripes near the pixel pitch at 32 x 32).
-        out.update({f"recon_psnr/{real.label_names[c]}": float(per_clip[real.labels == c].mean())
-                    for c in np.unique(real.labels)})
+        names = lambda c: real.label_names[c] if c < len(real.label_names) else str(c)  # unnamed labels: the index
+        out.update({f"recon_psnr/{names(c)}": float(per_clip[real.labels == c].mean()) for c in np.unique(real.labels)})
         return out
     if family.name == "rnn":
         tc = model.config.context_frames

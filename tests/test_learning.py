@@ -104,6 +104,8 @@ def test_learning_benchmark_writes_curves_for_every_family_and_a_tiny_dit_learns
     first, last = learned["families"]["dit"]["curve"][0], learned["families"]["dit"]["curve"][-1]
     assert [first["step"], last["step"]] == [0, 300] and last["seconds"] > 0
     assert last["class_accuracy"] >= 0.375 and last["class_accuracy"] >= first["class_accuracy"] + 0.15, (first, last)
+    # The untrained DiT's clips are flat grey (its zero-initialised output layer predicts 0): no high frequencies.
+    assert first["high_frequency_ratio"] < 0.1 < last["high_frequency_ratio"], (first, last)
 
     out, png = tmp_path / "learning.json", tmp_path / "learning.png"
     result = _benchmark().main([*common, "--families", "vae,dit-buckets,dit-latent,gan,rnn", "--n", "8",
@@ -116,7 +118,7 @@ def test_learning_benchmark_writes_curves_for_every_family_and_a_tiny_dit_learns
         steps = [point["step"] for point in family["curve"]]
         assert steps == [0, 6], (name, steps)  # the untrained model and the final checkpoint
         for point in family["curve"]:
-            assert point["fvd"] > 0 and point["fid"] > 0 and point["high_frequency_ratio"] > 0, (name, point)
+            assert point["fvd"] > 0 and point["fid"] > 0 and point["high_frequency_ratio"] >= 0, (name, point)
     assert "recon_psnr" in saved["families"]["vae"]["curve"][-1]
     assert len([k for k in saved["families"]["vae"]["curve"][-1] if k.startswith("recon_psnr/")]) == 4  # per class
     assert "psnr_vs_copy_db" in saved["families"]["rnn"]["curve"][-1]
